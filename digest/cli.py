@@ -1,0 +1,316 @@
+"""The `digest` command line (also `python -m digest`).
+
+Exit codes: 0 all went well, 1 some work failed, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import AppConfig, load_config
+from .db import Database
+from .delivery import make_transport
+from .ingest import IngestResult, ingest_sources
+from .profiles import load_profiles, sync_profiles
+from .render import Renderer
+from .send import DigestSender, SendReport, preview_digest
+from .settings import Settings, SettingsError
+from .yamlfile import FileError
+
+# Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+OK, FAILED, BAD_INPUT = 0, 1, 2
+
+
+class App:
+    """What every command needs, made on first use so that `--help` needs no settings."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+        self._config: AppConfig | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = Settings.from_env()
+            except SettingsError as exc:
+                fail(str(exc), BAD_INPUT)
+        return self._settings
+
+    @property
+    def config(self) -> AppConfig:
+        if self._config is None:
+            try:
+                self._config = load_config(self.settings.config_path)
+            except FileError as exc:
+                fail(str(exc), BAD_INPUT)
+        return self._config
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.settings.database_url)
+        return self._db
+
+    def sender(self) -> DigestSender:
+        try:
+            return DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings))
+        except SettingsError as exc:
+            fail(str(exc), BAD_INPUT)
+
+
+def fail(message: str, code: int) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=errors, transient=True, disable=not errors.is_terminal,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debugging).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """digest: one personalized, ranked email of new research papers a day.
+
+    Settings come from the environment and `.env` (see config/.env.example).
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(message)s", datefmt="[%X]",
+        handlers=[RichHandler(console=errors, show_path=False, markup=False, rich_tracebacks=True)],
+    )
+    ctx.obj = App()
+
+
+@main.command()
+@click.option("--env-file", default=".env", show_default=True, type=click.Path(dir_okay=False), help="The file to write.")
+def init(env_file: str) -> None:
+    """Write a random DIGEST_SECRET_KEY into .env when it has none."""
+    path = Path(env_file)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if any(line.strip().startswith("DIGEST_SECRET_KEY=") and line.split("=", 1)[1].strip() for line in text.splitlines()):
+        console.print(f"{path} already has a DIGEST_SECRET_KEY.")
+        return
+    lines = [line for line in text.splitlines() if not line.strip().startswith("DIGEST_SECRET_KEY=")]
+    lines.append(f"DIGEST_SECRET_KEY={secrets.token_urlsafe(32)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    console.print(f"Wrote a new DIGEST_SECRET_KEY to {path}.")
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("sources", nargs=-1)
+@click.pass_obj
+def ingest(app: App, sources: tuple[str, ...]) -> None:
+    """Ingest papers from the given paths, or from the sources of config/digest.yaml.
+
+    The format (JSONL, Hugging Face trending page, ...) is found from the content. A malformed
+    entry is skipped with a warning; a source that cannot be read changes nothing.
+    """
+    results = run_ingest(app, sources)
+    print_ingest(results)
+    sys.exit(OK if all(r.ok for r in results) else FAILED)
+
+
+def run_ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
+    if sources:
+        pairs = [(s, None) for s in sources]
+    else:
+        pairs = [(s.url, s.name) for s in app.config.sources if s.enabled]
+        if not pairs:
+            console.print(f"No sources given and none enabled in {app.settings.config_path}.")
+    with progress() as bar:
+        task = bar.add_task("ingesting", total=len(pairs))
+        return ingest_sources(app.db, pairs, on_done=lambda _: bar.advance(task))
+
+
+def print_ingest(results: list[IngestResult]) -> None:
+    if not results:
+        return
+    table = Table(title="Ingest")
+    for column in ("source", "format", "new", "updated", "unchanged", "skipped", "seconds", "result"):
+        table.add_column(column, justify="right" if column in ("new", "updated", "unchanged", "skipped", "seconds") else "left")
+    for r in results:
+        table.add_row(
+            r.source, r.format or "-", str(r.new), str(r.updated), str(r.unchanged), str(r.skipped), f"{r.seconds:.2f}",
+            "ok" if r.ok else f"[red]{r.error}[/]",
+        )
+    console.print(table)
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+@main.group()
+def profiles() -> None:
+    """Check the subscriber profiles or load them into the database."""
+
+
+@profiles.command()
+@click.pass_obj
+def validate(app: App) -> None:
+    """Check every profile file; exit 2 when any is invalid."""
+    loaded = load_profiles(app.settings.profiles_dir)
+    for path, profile in loaded.profiles.items():
+        console.print(f"[green]ok[/]      {path} ({profile.email})", highlight=False)
+    for error in loaded.errors:
+        console.print(f"[red]invalid[/] {error}", highlight=False)
+    console.print(f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid.")
+    sys.exit(BAD_INPUT if loaded.errors else OK)
+
+
+@profiles.command()
+@click.pass_obj
+def sync(app: App) -> None:
+    """Load the valid profiles into the database; invalid files are reported and skipped (exit 2)."""
+    errors_found = run_sync(app)
+    sys.exit(BAD_INPUT if errors_found else OK)
+
+
+def run_sync(app: App) -> int:
+    report = sync_profiles(app.db, app.settings.profiles_dir)
+    for error in report.errors:
+        errors.print(f"[red]invalid profile[/] {error}", highlight=False)
+    parts = [f"{len(report.added)} added", f"{len(report.updated)} updated", f"{len(report.unchanged)} unchanged"]
+    if report.deactivated:
+        parts.append(f"{len(report.deactivated)} deactivated (file removed)")
+    if report.kept_unsubscribed:
+        parts.append(f"{len(report.kept_unsubscribed)} kept unsubscribed")
+    if report.errors:
+        parts.append(f"{len(report.errors)} invalid file{'s' if len(report.errors) > 1 else ''} skipped")
+    console.print("Profiles: " + ", ".join(parts) + ".")
+    return len(report.errors)
+
+
+# --- preview, send, run --------------------------------------------------------------------------
+
+
+def parse_date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date written YYYY-MM-DD") from None
+
+
+@main.command()
+@click.argument("email")
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="The subscriber's local date (default: today there).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here; .txt for the text part (default var/preview/…html).")
+@click.pass_obj
+def preview(app: App, email: str, date_text: str | None, out: Path | None) -> None:
+    """Render EMAIL's digest without sending it."""
+    date = parse_date(date_text)
+    sender = app.sender()
+    subscribers = sender.subscribers(email)
+    if not subscribers:
+        fail(f"no active subscriber {email!r}: run `digest profiles sync` first?", BAD_INPUT)
+    subscriber = subscribers[0]
+    result = preview_digest(sender, subscriber, date)
+    if result.rendered is None:
+        console.print(f"No digest for {subscriber.email} on {result.local_date}: {result.reason}.")
+        sys.exit(OK)
+    out = out or Path("var/preview") / f"{subscriber.email}-{result.local_date}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.rendered.text if out.suffix == ".txt" else result.rendered.html, encoding="utf-8")
+    console.print(f"[bold]{result.rendered.subject}[/]", highlight=False)
+    for item in result.view.items:
+        console.print(f"{item.rank:>3}. {item.title}  [dim]{item.reason}[/]", highlight=False)
+    console.print(f"Written to {out}")
+
+
+@main.command()
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Send the digests of this local date (default: today, per subscriber).")
+@click.option("--only", metavar="EMAIL", help="Only this subscriber.")
+@click.option("--dry-run", is_flag=True, help="Choose and show the papers; store and send nothing.")
+@click.pass_obj
+def send(app: App, date_text: str | None, only: str | None, dry_run: bool) -> None:
+    """Send the day's digest to every subscriber due (exit 1 when any delivery failed)."""
+    report = run_send(app, parse_date(date_text), only, dry_run)
+    sys.exit(FAILED if report.failed else OK)
+
+
+def run_send(app: App, date: dt.date | None, only: str | None, dry_run: bool) -> SendReport:
+    sender = app.sender()
+    if only and not sender.subscribers(only):
+        fail(f"no active subscriber {only!r}", BAD_INPUT)
+    with progress() as bar:
+        task = bar.add_task("sending", total=len(sender.subscribers(only)))
+        report = sender.run(date=date, only=only, dry_run=dry_run, on_progress=lambda _: bar.advance(task))
+    print_send(report)
+    if app.settings.transport == "outbox" and not dry_run:
+        previews = write_previews(report, app.settings.outbox.parent / "preview")
+        if previews:
+            console.print(f"Messages are in {app.settings.outbox}/; their HTML, for a browser, in {previews[0].parent}/, e.g. {previews[0]}")
+    return report
+
+
+def print_send(report: SendReport) -> None:
+    table = Table(title="Digests")
+    for column in ("subscriber", "date", "result", "items", "top paper / detail"):
+        table.add_column(column, justify="right" if column == "items" else "left", overflow="fold")
+    for o in report.outcomes:
+        style = {"sent": "green", "failed": "red", "unknown": "yellow"}.get(o.status, "")
+        status = f"[{style}]{o.status}[/]" if style else o.status
+        table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
+    console.print(table)
+    if not report.outcomes:
+        console.print("No active subscribers.")
+    elif all(o.status == "already" for o in report.outcomes):
+        console.print("Nothing new to send: every digest for today was sent already.")
+    else:
+        counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "unknown", "dry-run")}
+        console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".")
+
+
+def write_previews(report: SendReport, folder: Path) -> list[Path]:
+    """The HTML part of each message sent to the outbox in this run, as a file a browser opens."""
+    paths = []
+    for outcome in report.outcomes:
+        if outcome.status != "sent" or not outcome.detail.endswith(".eml"):
+            continue
+        eml = Path(outcome.detail)
+        if not eml.exists():
+            continue
+        message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        html = message.get_body(preferencelist=("html",))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{eml.stem}.html"
+        path.write_text(html.get_content(), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+@main.command()
+@click.pass_obj
+def run(app: App) -> None:
+    """One whole cycle now: ingest the configured sources, sync the profiles, send today's digests."""
+    results = run_ingest(app, ())
+    print_ingest(results)
+    invalid = run_sync(app)
+    report = run_send(app, None, None, False)
+    sys.exit(FAILED if report.failed or invalid or not all(r.ok for r in results) else OK)

@@ -1,0 +1,132 @@
+"""Write normalized records into the paper table: one row per paper, updated, never moved in time.
+
+The same paper met again (another source, another day, a newer version) updates its row;
+`first_seen` never changes, so a paper is "new" to the ranking only once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from ..models import Paper
+from .records import PaperRecord
+
+#: Ids per `IN (...)` lookup: well under SQLite's bound-parameter limit.
+_CHUNK = 500
+
+
+@dataclass
+class StoreStats:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def merge_duplicates(records: Iterable[PaperRecord]) -> list[PaperRecord]:
+    """One record per paper key; a later or higher version of the same paper wins."""
+    merged: dict[str, PaperRecord] = {}
+    for record in records:
+        known = merged.get(record.key)
+        if known is None or _newer(record, known):
+            merged[record.key] = record
+    return list(merged.values())
+
+
+def _newer(record: PaperRecord, known: PaperRecord) -> bool:
+    if record.version is not None and known.version is not None:
+        return record.version >= known.version
+    return True
+
+
+def store_records(session: Session, records: Sequence[PaperRecord], source: str, now: dt.datetime) -> StoreStats:
+    """Insert or update `records` within the caller's transaction."""
+    stats = StoreStats()
+    records = merge_duplicates(records)
+    by_arxiv: dict[str, Paper] = {}
+    by_title: dict[str, Paper] = {}
+    arxiv_ids = [r.arxiv_id for r in records if r.arxiv_id]
+    title_keys = list({r.title_key for r in records})
+    for chunk in _chunks(arxiv_ids):
+        for paper in session.exec(select(Paper).where(col(Paper.arxiv_id).in_(chunk))):
+            by_arxiv[paper.arxiv_id] = paper
+    for chunk in _chunks(title_keys):
+        for paper in session.exec(select(Paper).where(col(Paper.title_key).in_(chunk)).order_by(Paper.id)):
+            by_title.setdefault(paper.title_key, paper)
+    for record in records:
+        paper = by_arxiv.get(record.arxiv_id) if record.arxiv_id else None
+        if paper is None:
+            candidate = by_title.get(record.title_key)
+            # A title-only row is the same paper as a record with an arXiv id; two different
+            # arXiv ids with the same title are two papers.
+            if candidate is not None and not (record.arxiv_id and candidate.arxiv_id):
+                paper = candidate
+        if paper is None:
+            paper = Paper(source=source, first_seen=now, **_fields(record))
+            session.add(paper)
+            stats.new += 1
+        elif _update(paper, record):
+            session.add(paper)
+            stats.updated += 1
+        else:
+            stats.unchanged += 1
+        if paper.arxiv_id:
+            by_arxiv[paper.arxiv_id] = paper
+        by_title.setdefault(paper.title_key, paper)
+    return stats
+
+
+def _fields(record: PaperRecord) -> dict:
+    return {
+        "arxiv_id": record.arxiv_id,
+        "title_key": record.title_key,
+        "title": record.title,
+        "abstract": record.abstract,
+        "authors": record.authors,
+        "categories": record.categories,
+        "published": record.published,
+        "updated": record.updated,
+        "version": record.version,
+        "url": record.url,
+        "pdf_url": record.pdf_url,
+        "popularity": record.popularity,
+    }
+
+
+def _update(paper: Paper, record: PaperRecord) -> bool:
+    """Bring `paper` up to date with `record`; True when anything changed."""
+    older = record.version is not None and paper.version is not None and record.version < paper.version
+    changes: dict = {}
+    if record.arxiv_id and not paper.arxiv_id:
+        changes["arxiv_id"] = record.arxiv_id
+    if not older:
+        if record.title and record.title != paper.title:
+            changes["title"] = record.title
+            changes["title_key"] = record.title_key
+        if record.abstract and record.abstract != paper.abstract:
+            changes["abstract"] = record.abstract
+        for name in ("authors", "categories"):
+            if getattr(record, name) and getattr(record, name) != getattr(paper, name):
+                changes[name] = getattr(record, name)
+        if record.version is not None and record.version != paper.version:
+            changes["version"] = record.version
+        if record.updated and (paper.updated is None or record.updated > paper.updated):
+            changes["updated"] = record.updated
+    if record.published and paper.published is None:
+        changes["published"] = record.published
+    for name in ("url", "pdf_url"):
+        if getattr(record, name) and not getattr(paper, name):
+            changes[name] = getattr(record, name)
+    if record.popularity is not None and record.popularity != paper.popularity:
+        changes["popularity"] = record.popularity
+    for name, value in changes.items():
+        setattr(paper, name, value)
+    return bool(changes)
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]

@@ -1,0 +1,149 @@
+"""The tables: papers, subscribers, digests, digest items and feedback events.
+
+Times are stored as naive UTC and always handed back as aware UTC (`UTCDateTime`), so that
+SQLite (which keeps no zone) and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored as naive UTC, returned as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _utc(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Paper(SQLModel, table=True):
+    """One research paper, whatever source or day it was met on."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    arxiv_id: str | None = Field(default=None, unique=True, index=True, max_length=64)
+    #: Normalized title: the identity of a paper whose arXiv id is not known.
+    title_key: str = Field(index=True, max_length=512)
+    title: str
+    abstract: str = ""
+    authors: list[str] = _json_list()
+    categories: list[str] = _json_list()
+    published: dt.datetime | None = _utc(default=None)
+    updated: dt.datetime | None = _utc(default=None)
+    version: int | None = None
+    url: str | None = None
+    pdf_url: str | None = None
+    source: str = Field(max_length=64)
+    #: When this service first met the paper; it never moves, so a paper is "new" once.
+    first_seen: dt.datetime = _utc(default_factory=utcnow, index=True)
+    popularity: float | None = None
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True, max_length=320)
+    name: str | None = None
+    timezone: str = "UTC"
+    send_at: str = "07:00"
+    max_items: int = 10
+    #: [{"phrase": ..., "weight": ...}]
+    interests: list[dict] = _json_list()
+    avoid: list[str] = _json_list()
+    authors: list[str] = _json_list()
+    categories: list[str] = _json_list()
+    active: bool = True
+    #: Set by the unsubscribe link; final: no profile sync brings the subscriber back.
+    unsubscribed_at: dt.datetime | None = _utc(default=None)
+    profile_file: str | None = None
+    created_at: dt.datetime = _utc(default_factory=utcnow)
+    updated_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class DigestStatus(str, enum.Enum):
+    PENDING = "pending"  # claimed and its items chosen; not yet handed to a transport
+    SENDING = "sending"  # handed to a transport; the outcome is not recorded yet
+    SENT = "sent"
+    FAILED = "failed"
+    EMPTY = "empty"  # nothing matched: no email, the reason is recorded
+    UNKNOWN = "unknown"  # a crash left it in `sending` and the transport cannot tell
+
+
+class Digest(SQLModel, table=True):
+    """One subscriber's digest for one local date: there is at most one."""
+
+    __table_args__ = (UniqueConstraint("subscriber_id", "local_date", name="uq_digest_subscriber_date"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    local_date: dt.date
+    status: str = Field(default=DigestStatus.PENDING.value, index=True, max_length=16)
+    #: Why a digest is empty or failed, in words for the operator.
+    reason: str | None = None
+    #: Papers first seen in [window_start, window_end) were this digest's candidates.
+    window_start: dt.datetime = _utc()
+    window_end: dt.datetime = _utc()
+    message_id: str | None = None
+    attempts: int = 0
+    created_at: dt.datetime = _utc(default_factory=utcnow)
+    sent_at: dt.datetime | None = _utc(default=None)
+
+
+class DigestItem(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("digest_id", "rank", name="uq_item_digest_rank"),
+        UniqueConstraint("digest_id", "paper_id", name="uq_item_digest_paper"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest_id: int = Field(foreign_key="digest.id", index=True)
+    paper_id: int = Field(foreign_key="paper.id", index=True)
+    rank: int
+    score: float
+    reason: str = ""
+
+
+class FeedbackKind(str, enum.Enum):
+    CLICK = "click"
+    UP = "up"
+    DOWN = "down"
+    UNSUBSCRIBE = "unsubscribe"
+    VIEW = "view"
+
+
+class FeedbackEvent(SQLModel, table=True):
+    __table_args__ = (Index("ix_feedback_subscriber_kind", "subscriber_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id")
+    digest_id: int | None = Field(default=None, foreign_key="digest.id")
+    digest_item_id: int | None = Field(default=None, foreign_key="digestitem.id", index=True)
+    paper_id: int | None = Field(default=None, foreign_key="paper.id")
+    kind: str = Field(max_length=16)
+    created_at: dt.datetime = _utc(default_factory=utcnow)

@@ -1,0 +1,228 @@
+"""Subscriber profiles: one YAML file per subscriber, validated, then synced into the database.
+
+A file that fails validation is reported with file, line and field and skipped; every other
+subscriber is still served. Unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, available_timezones
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from sqlmodel import select
+
+from .db import Database
+from .models import Subscriber, utcnow
+from .yamlfile import FileError, load_model
+
+log = logging.getLogger(__name__)
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+_SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
+
+
+class Interest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phrase: str = Field(min_length=1, max_length=200)
+    weight: float = Field(default=1.0, gt=0, le=10)
+
+    @field_validator("phrase")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("an interest needs some words")
+        return value
+
+
+class Profile(BaseModel):
+    """The profile format of DESIGN.md § Subscriber profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str = "UTC"
+    send_at: str = "07:00"
+    max_items: int = Field(default=10, ge=1, le=50)
+    interests: list[Interest] = Field(min_length=1)
+    avoid: list[str] = Field(default_factory=list)
+    authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    active: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interest_shorthand(cls, data: object) -> object:
+        """`- mixture of experts` is short for `- {phrase: mixture of experts}`."""
+        if isinstance(data, dict) and isinstance(data.get("interests"), list):
+            data = dict(data)
+            data["interests"] = [{"phrase": i} if isinstance(i, str) else i for i in data["interests"]]
+        return data
+
+    @field_validator("email")
+    @classmethod
+    def _lower_email(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value not in _zones():
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)")
+        return value
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _clock_time(cls, value: object) -> str:
+        match = _SEND_AT.match(str(value).strip()) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"expected a local time written as \"HH:MM\" (24-hour), not {value!r}")
+        return f"{int(match[1]):02d}:{match[2]}"
+
+    @field_validator("avoid", "authors")
+    @classmethod
+    def _phrases(cls, values: list[str]) -> list[str]:
+        cleaned = [" ".join(v.split()) for v in values]
+        if any(not v for v in cleaned):
+            raise ValueError("empty entries are not allowed")
+        return cleaned
+
+    @field_validator("categories")
+    @classmethod
+    def _arxiv_categories(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _CATEGORY.match(value):
+                raise ValueError(f"{value!r} is not an arXiv category such as cs.CL or hep-th")
+        return values
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def send_time(self) -> dt.time:
+        hours, minutes = self.send_at.split(":")
+        return dt.time(int(hours), int(minutes))
+
+
+_zone_names: frozenset[str] | None = None
+
+
+def _zones() -> frozenset[str]:
+    """IANA zone names (from tzdata); `ZoneInfo` alone would also accept odd file paths."""
+    global _zone_names
+    if _zone_names is None:
+        _zone_names = frozenset(available_timezones())
+    return _zone_names
+
+
+@dataclass
+class ProfileSet:
+    """The valid profiles of a folder and the problems of the invalid files."""
+
+    profiles: dict[str, Profile] = field(default_factory=dict)  # file path -> profile
+    errors: list[FileError] = field(default_factory=list)
+
+
+def profile_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in PROFILE_SUFFIXES and not p.name.startswith("."))
+
+
+def load_profiles(folder: str | Path) -> ProfileSet:
+    """Validate every profile file of `folder`; invalid ones are collected, not raised."""
+    folder = Path(folder)
+    result = ProfileSet()
+    if not folder.is_dir():
+        result.errors.append(FileError(str(folder), 1, None, "no such folder of subscriber profiles"))
+        return result
+    owner: dict[str, str] = {}
+    for path in profile_files(folder):
+        try:
+            profile, node = load_model(path, Profile)
+        except FileError as exc:
+            # Returned, not logged: the caller reports it (the CLI prints it, the service logs it).
+            result.errors.append(exc)
+            continue
+        if profile.email in owner:
+            line = next((k.start_mark.line + 1 for k, _ in node.value if k.value == "email"), 1)
+            error = FileError(str(path), line, "email", f"{profile.email} is already the subscriber of {owner[profile.email]}")
+            result.errors.append(error)
+            continue
+        owner[profile.email] = str(path)
+        result.profiles[str(path)] = profile
+    return result
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deactivated: list[str] = field(default_factory=list)
+    #: Subscribers who unsubscribed by link: their file no longer switches them back on.
+    kept_unsubscribed: list[str] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+
+
+def sync_profiles(db: Database, folder: str | Path) -> SyncReport:
+    """Load the valid profiles of `folder` into the database in one transaction.
+
+    A subscriber whose file went away is deactivated (history is kept). A subscriber whose file
+    is invalid keeps their last valid settings: a typo must not stop their mail.
+    """
+    loaded = load_profiles(folder)
+    report = SyncReport(errors=loaded.errors)
+    broken_files = {e.path for e in loaded.errors}
+    now = utcnow()
+    with db.transaction() as session:
+        existing = {s.email: s for s in session.exec(select(Subscriber)).all()}
+        for path, profile in loaded.profiles.items():
+            values = _columns(profile, path)
+            subscriber = existing.pop(profile.email, None)
+            if subscriber is None:
+                session.add(Subscriber(**values, created_at=now, updated_at=now))
+                report.added.append(profile.email)
+                continue
+            if subscriber.unsubscribed_at is not None:
+                values["active"] = False
+                report.kept_unsubscribed.append(profile.email)
+            changed = {k: v for k, v in values.items() if getattr(subscriber, k) != v}
+            if changed:
+                for key, value in changed.items():
+                    setattr(subscriber, key, value)
+                subscriber.updated_at = now
+                session.add(subscriber)
+                report.updated.append(profile.email)
+            else:
+                report.unchanged.append(profile.email)
+        for subscriber in existing.values():
+            if subscriber.active and subscriber.profile_file not in broken_files:
+                subscriber.active = False
+                subscriber.updated_at = now
+                session.add(subscriber)
+                report.deactivated.append(subscriber.email)
+    return report
+
+
+def _columns(profile: Profile, path: str) -> dict:
+    return {
+        "email": profile.email,
+        "name": profile.name,
+        "timezone": profile.timezone,
+        "send_at": profile.send_at,
+        "max_items": profile.max_items,
+        "interests": [i.model_dump() for i in profile.interests],
+        "avoid": profile.avoid,
+        "authors": profile.authors,
+        "categories": profile.categories,
+        "active": profile.active,
+        "profile_file": path,
+    }

@@ -1,0 +1,112 @@
+"""Settings from the environment, loaded from `.env` with python-dotenv.
+
+The variables and their defaults are the ones of DESIGN.md § Settings. Values already in the
+process environment win over `.env`, so a test or a deployment can override any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+#: The checkout this package was installed from; `templates/` and `config/` are found here
+#: when the working directory has none of its own.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+TRANSPORTS = ("outbox", "smtp")
+SMTP_SECURITY = ("none", "starttls", "ssl")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the program cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///var/digest.db"
+    config_path: Path = Path("config/digest.yaml")
+    profiles_dir: Path = Path("config/subscribers")
+    templates_dir: Path = Path("templates")
+    transport: str = "outbox"
+    outbox: Path = Path("var/outbox")
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_security: str = "none"
+    smtp_timeout: float = 30.0
+    sender: str = "Paper Digest <digest@localhost>"
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str | None = field(default=None, repr=False)
+    #: Earlier keys still accepted for tracked links, so that rotating the key keeps old mail working.
+    old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> "Settings":
+        """Read settings from `environ` (default: the process environment) over `.env`."""
+        values: dict[str, str | None] = {}
+        if dotenv_path is not None and Path(dotenv_path).is_file():
+            values.update(dotenv_values(dotenv_path))
+        # A variable set but empty does not hide the value of `.env`.
+        values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v != ""})
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = values.get(name)
+            return default if value is None or value == "" else value
+
+        port = get("SMTP_PORT", "25")
+        try:
+            smtp_port = int(port)
+        except ValueError:
+            raise SettingsError(f"SMTP_PORT must be a number, not {port!r}") from None
+        timeout = get("SMTP_TIMEOUT", "30")
+        try:
+            smtp_timeout = float(timeout)
+        except ValueError:
+            raise SettingsError(f"SMTP_TIMEOUT must be a number of seconds, not {timeout!r}") from None
+        transport = get("DIGEST_TRANSPORT", "outbox").lower()
+        if transport not in TRANSPORTS:
+            raise SettingsError(f"DIGEST_TRANSPORT must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        security = get("SMTP_SECURITY", "none").lower()
+        if security not in SMTP_SECURITY:
+            raise SettingsError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY)}, not {security!r}")
+        base_url = get("DIGEST_BASE_URL", cls.base_url).rstrip("/")
+        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+            raise SettingsError(f"DIGEST_BASE_URL must be an http(s) URL, not {base_url!r}")
+        old_keys = tuple(k.strip() for k in (get("DIGEST_OLD_SECRET_KEYS", "") or "").split(",") if k.strip())
+        return cls(
+            database_url=get("DIGEST_DATABASE_URL", cls.database_url),
+            config_path=Path(get("DIGEST_CONFIG", str(cls.config_path))),
+            profiles_dir=Path(get("DIGEST_PROFILES", str(cls.profiles_dir))),
+            templates_dir=_found(Path(get("DIGEST_TEMPLATES", str(cls.templates_dir)))),
+            transport=transport,
+            outbox=Path(get("DIGEST_OUTBOX", str(cls.outbox))),
+            smtp_host=get("SMTP_HOST", cls.smtp_host),
+            smtp_port=smtp_port,
+            smtp_username=get("SMTP_USERNAME"),
+            smtp_password=get("SMTP_PASSWORD"),
+            smtp_security=security,
+            smtp_timeout=smtp_timeout,
+            sender=get("DIGEST_FROM", cls.sender),
+            base_url=base_url,
+            secret_key=get("DIGEST_SECRET_KEY"),
+            old_secret_keys=old_keys,
+        )
+
+    def require_secret_key(self) -> str:
+        """The signing key, or a clear error: tracked links cannot be made without one."""
+        if not self.secret_key:
+            raise SettingsError("DIGEST_SECRET_KEY is not set: run `digest init` (or `make run`) to write one to .env")
+        return self.secret_key
+
+
+def _found(path: Path) -> Path:
+    """A relative folder that is missing here is looked up in the checkout instead."""
+    if path.is_absolute() or path.exists():
+        return path
+    fallback = CHECKOUT / path
+    return fallback if fallback.exists() else path

@@ -1,0 +1,141 @@
+"""Shared fixtures: a working folder with its own settings, real SQLite files, a real SMTP server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from digest.db import Database
+from digest.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or a clean skip where that data is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not here (the shared data sits beside the checkout)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Workdir:
+    """A folder that looks like a checkout (config/, .env, var/) with settings pointing into it."""
+
+    path: Path
+    env: dict[str, str]
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_env({**self.env, **overrides}, dotenv_path=None)
+
+    def db(self) -> Database:
+        return Database(self.env["DIGEST_DATABASE_URL"])
+
+    def cli(self, *args: str, check: bool = False, **env: str) -> subprocess.CompletedProcess:
+        """Run `python -m digest ARGS` here, as a user would, without stdin or a terminal."""
+        result = subprocess.run(
+            [sys.executable, "-m", "digest", *args],
+            cwd=self.path, env={**os.environ, **self.env, **env}, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"digest {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def outbox(self) -> list[Path]:
+        folder = self.path / "var" / "outbox"
+        return sorted(folder.glob("*.eml")) if folder.exists() else []
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
+    """A copy of config/ in a fresh folder, the working directory for the test."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'digest.db'}",
+        "DIGEST_CONFIG": str(tmp_path / "config" / "digest.yaml"),
+        "DIGEST_PROFILES": str(tmp_path / "config" / "subscribers"),
+        "DIGEST_OUTBOX": str(tmp_path / "var" / "outbox"),
+        "DIGEST_TEMPLATES": str(ROOT / "templates"),
+        "DIGEST_TRANSPORT": "outbox",
+        "DIGEST_SECRET_KEY": "test-secret-key",
+        "DIGEST_BASE_URL": "http://127.0.0.1:8000",
+        "DIGEST_FROM": "Paper Digest <digest@example.net>",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return Workdir(tmp_path, env)
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class SMTPSink:
+    """What a real aiosmtpd server on loopback received."""
+
+    host: str
+    port: int
+    messages: list[Received] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def by_recipient(self) -> dict[str, list[EmailMessage]]:
+        result: dict[str, list[EmailMessage]] = {}
+        for received in self.messages:
+            for rcpt in received.rcpt_tos:
+                result.setdefault(rcpt, []).append(received.message)
+        return result
+
+
+class _Handler:
+    def __init__(self, sink: SMTPSink) -> None:
+        self.sink = sink
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        with self.sink.lock:
+            self.sink.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        with self.sink.lock:
+            self.sink.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_sink() -> SMTPSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it receives."""
+    sink = SMTPSink("127.0.0.1", free_port())
+    controller = Controller(_Handler(sink), hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
