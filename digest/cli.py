@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import secrets
 import sys
 from email import message_from_bytes, policy
@@ -21,7 +22,7 @@ from rich.table import Table
 from .config import AppConfig, load_config
 from .db import Database
 from .delivery import make_transport
-from .ingest import IngestResult, ingest_sources
+from .ingest import IngestResult, SourceSpec, ingest_sources
 from .profiles import load_profiles, sync_profiles
 from .render import Renderer
 from .send import DigestSender, SendReport, preview_digest
@@ -137,14 +138,14 @@ def ingest(app: App, sources: tuple[str, ...]) -> None:
 
 def run_ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
     if sources:
-        pairs = [(s, None) for s in sources]
+        specs = [SourceSpec(s) for s in sources]
     else:
-        pairs = [(s.url, s.name) for s in app.config.sources if s.enabled]
-        if not pairs:
+        specs = [SourceSpec(s.url, s.name, s.max_papers) for s in app.config.sources if s.enabled]
+        if not specs:
             console.print(f"No sources given and none enabled in {app.settings.config_path}.")
     with progress() as bar:
-        task = bar.add_task("ingesting", total=len(pairs))
-        return ingest_sources(app.db, pairs, on_done=lambda _: bar.advance(task))
+        task = bar.add_task("ingesting", total=len(specs))
+        return ingest_sources(app.db, specs, on_done=lambda _: bar.advance(task))
 
 
 def print_ingest(results: list[IngestResult]) -> None:
@@ -154,11 +155,13 @@ def print_ingest(results: list[IngestResult]) -> None:
     for column in ("source", "format", "new", "updated", "unchanged", "skipped", "seconds", "result"):
         table.add_column(column, justify="right" if column in ("new", "updated", "unchanged", "skipped", "seconds") else "left")
     for r in results:
-        table.add_row(
-            r.source, r.format or "-", str(r.new), str(r.updated), str(r.unchanged), str(r.skipped), f"{r.seconds:.2f}",
-            "ok" if r.ok else f"[red]{r.error}[/]",
-        )
+        outcome = f"[red]{r.error}[/]" if r.error else ("; ".join(r.notes) or "ok")
+        table.add_row(r.source, r.format or "-", str(r.new), str(r.updated), str(r.unchanged), str(r.skipped), f"{r.seconds:.2f}", outcome)
     console.print(table)
+    if len(results) > 1:
+        total = sum(r.new for r in results)
+        failed = sum(1 for r in results if not r.ok)
+        console.print(f"{total} new papers from {len(results)} sources" + (f"; {failed} failed." if failed else "."))
 
 
 # --- profiles ------------------------------------------------------------------------------------
@@ -314,3 +317,26 @@ def run(app: App) -> None:
     invalid = run_sync(app)
     report = run_send(app, None, None, False)
     sys.exit(FAILED if report.failed or invalid or not all(r.ok for r in results) else OK)
+
+
+@main.command()
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest"]), help="Only these stages (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def bench(stages: tuple[str, ...], as_json: bool) -> None:
+    """Measure each stage's throughput, time and peak memory on real papers (../shared/data/arxiv-daily)."""
+    from . import bench as benchmark
+
+    try:
+        results = benchmark.run(list(stages) or None)
+    except FileNotFoundError as exc:
+        fail(str(exc), BAD_INPUT)
+    if as_json:
+        click.echo(benchmark.as_json(results))
+        return
+    table = Table(title="Benchmark")
+    for column in ("stage", "items", "seconds", "per second", "peak RSS MB", "note"):
+        table.add_column(column, justify="left" if column in ("stage", "note") else "right")
+    for s in results:
+        table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
+    console.print(table)
+    console.print(f"Process peak RSS: {benchmark.max_rss_mb():.0f} MB; {os.cpu_count()} CPUs.")

@@ -147,3 +147,31 @@ class FeedbackEvent(SQLModel, table=True):
     paper_id: int | None = Field(default=None, foreign_key="paper.id")
     kind: str = Field(max_length=16)
     created_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class SourceState(SQLModel, table=True):
+    """What a URL's server said last time, for conditional GET."""
+
+    url: str = Field(primary_key=True, max_length=2048)
+    etag: str | None = None
+    last_modified: str | None = None
+    checked_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class IngestRun(SQLModel, table=True):
+    """One ingest of one source: what it brought and how long it took."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True, max_length=256)
+    location: str
+    format: str | None = None
+    status: str = Field(max_length=16)  # ok | failed | not-modified
+    started_at: dt.datetime = _utc(default_factory=utcnow, index=True)
+    seconds: float = 0.0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    errors: int = 0
+    #: The error of a failed run, or the first reasons entries were skipped.
+    detail: str | None = None

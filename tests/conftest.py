@@ -139,3 +139,76 @@ def smtp_sink() -> SMTPSink:
         yield sink
     finally:
         controller.stop()
+
+
+@dataclass
+class Route:
+    """What the fixture server answers for one path: a list of answers, the last one repeated."""
+
+    answers: list[tuple[int, dict[str, str], bytes]]
+    delay: float = 0.0
+
+
+@dataclass
+class FeedServer:
+    """A real HTTP server on loopback serving recorded or written fixtures, and what it was asked."""
+
+    base: str
+    routes: dict[str, Route] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def serve(self, path: str, body: bytes, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0) -> str:
+        self.routes[path] = Route([(status, headers or {}, body)], delay)
+        return self.base + path
+
+    def sequence(self, path: str, *answers: tuple[int, dict[str, str], bytes]) -> str:
+        self.routes[path] = Route(list(answers))
+        return self.base + path
+
+    def asked(self, path: str) -> list[dict[str, str]]:
+        return [headers for p, headers in self.requests if p.split("?")[0] == path]
+
+
+@pytest.fixture
+def feed_server() -> FeedServer:
+    """A `http.server` on 127.0.0.1: answers by path (query included if so registered), honours
+    If-None-Match and If-Modified-Since against the ETag and Last-Modified it serves."""
+    import time as _time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port = free_port()
+    server_state = FeedServer(f"http://127.0.0.1:{port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            server_state.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            route = server_state.routes.get(self.path) or server_state.routes.get(self.path.split("?")[0])
+            if route is None:
+                self.send_error(404)
+                return
+            status, headers, body = route.answers.pop(0) if len(route.answers) > 1 else route.answers[0]
+            if route.delay:
+                _time.sleep(route.delay)
+            etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+            if status == 200 and ((etag and self.headers.get("If-None-Match") == etag) or (modified and self.headers.get("If-Modified-Since") == modified)):
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -139,7 +139,7 @@ def test_a_source_that_cannot_be_read_writes_nothing_and_others_still_run(workdi
     result = workdir.cli("ingest", str(tmp_path / "missing.jsonl"), str(html), str(binary), str(empty), "config/sample-feed.jsonl")
     assert result.returncode == 1
     assert "No such file" in result.stdout
-    assert "XML or HTML" in result.stdout and "UTF-8" in result.stdout and "empty" in result.stdout
+    assert "HTML page where a feed was expected" in result.stdout and "UTF-8" in result.stdout and "empty" in result.stdout
     assert count(workdir) == 72  # the good source was stored, the bad ones wrote nothing
 
 

@@ -1,20 +1,30 @@
-"""Readers: bytes of one source in, normalized `PaperRecord`s out, the format found from the content.
+"""Readers: the bytes of one source in, normalized `PaperRecord`s out, the format told by the content.
 
-Each reader skips a malformed entry with a warning (counted in `ReadResult.skipped`) and raises
+| format | what | reader |
+|---|---|---|
+| `arxiv-api` | arXiv API Atom (`/api/query`), classic and current | `arxiv.read_feed` |
+| `rss`, `atom` | arXiv RSS 2.0 and Atom listings (any RSS/Atom feed of papers) | `arxiv.read_feed` |
+| `arxiv-oai` | arXiv OAI-PMH `ListRecords` (metadata `arXiv` or `oai_dc`) | `arxiv.read_oai_pmh` |
+| `hf-daily` | Hugging Face `api/daily_papers` JSON | `huggingface.read_daily_papers` |
+| `hf-trending` | the Hugging Face trending-papers page as text | `huggingface.read_trending` |
+| `jsonl` | one paper a line | `jsonl.read_jsonl` |
+
+A reader skips a malformed entry with a warning (counted in `ReadResult.skipped`) and raises
 `SourceError` only when the source as a whole cannot be read, so that nothing of it is stored.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import io
 import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from .records import PaperRecord, parse_arxiv_id
+from lxml import etree
+
+from .records import PaperRecord
 
 log = logging.getLogger(__name__)
 
@@ -28,207 +38,122 @@ class ReadResult:
     format: str
     records: list[PaperRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Things worth saying that are not errors ("the feed has no entries today").
+    notes: list[str] = field(default_factory=list)
+    #: Query parameters that fetch the next page of a paged source, or None on the last page.
+    next_query: dict[str, str] | None = None
+    #: Whether `next_query` replaces the query (OAI-PMH resumption) or updates it (arXiv API `start`).
+    replace_query: bool = False
 
-    def skip(self, where: str, why: str) -> None:
+    def skip(self, where: str, why: str, warn: bool = True) -> None:
         message = f"{where}: {why}"
-        log.warning("skipped %s", message)
+        if warn:
+            log.warning("skipped %s", message)
+        else:
+            log.info("skipped %s", message)
         self.skipped.append(message)
+
+    def add(self, where: str, make: Callable[[], PaperRecord]) -> None:
+        """Add the record `make` builds, or skip the entry with the reason it could not be built."""
+        try:
+            self.records.append(make())
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.skip(where, str(exc) or type(exc).__name__)
 
 
 def decode(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SourceError(f"not UTF-8 text (byte {exc.start})") from None
+        raise SourceError(f"not UTF-8 text (byte {exc.start}); is it a feed at all?") from None
 
 
-def detect_format(text: str) -> str:
-    """The name of the format `text` is written in, judged from its content."""
-    head = text.lstrip()[:4096]
+ATOM = "{http://www.w3.org/2005/Atom}"
+OAI = "{http://www.openarchives.org/OAI/2.0/}"
+
+
+def detect_format(data: bytes) -> str:
+    """The name of the format `data` is written in, judged from its content, not its name."""
+    head = data.lstrip()[:2048]
     if not head:
         raise SourceError("the source is empty")
-    if head.startswith("{"):
-        return "jsonl"
-    if head.startswith("<"):
-        raise SourceError("an XML or HTML document, and no reader for it is installed yet")
-    if head.startswith("["):
-        raise SourceError("a JSON array, and no reader for it is installed yet")
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if head[:1] == b"<":
+        return _xml_format(data)
+    if head[:1] in (b"[", b"{"):
+        return _json_format(data)
     return "hf-trending"
+
+
+def _xml_format(data: bytes) -> str:
+    try:
+        for _, element in etree.iterparse(io.BytesIO(data), events=("start",), resolve_entities=False, no_network=True, recover=False):
+            tag = element.tag if isinstance(element.tag, str) else ""
+            break
+        else:  # pragma: no cover - iterparse yields the root or raises
+            tag = ""
+    except etree.XMLSyntaxError as exc:
+        if re.search(rb"<html|<!doctype html", data[:4096], re.I):
+            raise SourceError(f"an HTML page where a feed was expected{_html_title(data)}") from None
+        raise SourceError(f"not well-formed XML ({exc.msg})") from None
+    local = tag.rsplit("}", 1)[-1].lower()
+    if tag == f"{OAI}OAI-PMH":
+        return "arxiv-oai"
+    if tag == f"{ATOM}feed":
+        return "arxiv-api" if b"opensearch" in data[:4096] else "atom"
+    if local == "rss" or local == "rdf":
+        return "rss"
+    if local == "html":
+        raise SourceError(f"an HTML page where a feed was expected{_html_title(data)}")
+    raise SourceError(f"an XML document of an unknown kind (<{local}>)")
+
+
+def _html_title(data: bytes) -> str:
+    match = re.search(rb"<title[^>]*>(.*?)</title>", data[:20000], re.I | re.S)
+    if not match:
+        return ""
+    title = " ".join(match.group(1).decode("utf-8", "replace").split())[:120]
+    return f": {title!r}" if title else ""
+
+
+def _json_format(data: bytes) -> str:
+    text = decode(data)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        first = text.lstrip().split("\n", 1)[0]
+        try:
+            json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return "jsonl"
+    if isinstance(value, list):
+        return "hf-daily"
+    if isinstance(value, dict) and "title" in value:
+        return "jsonl"  # one paper on one line
+    if isinstance(value, dict):
+        keys = ", ".join(list(value)[:5])
+        raise SourceError(f"JSON of the wrong shape: an object with {keys or 'no keys'} where papers were expected")
+    raise SourceError("JSON of the wrong shape: neither a list of papers nor one paper a line")
 
 
 def read(data: bytes, location: str = "<source>") -> ReadResult:
     """Detect the format of `data` and read every paper in it."""
-    text = decode(data)
-    fmt = detect_format(text)
-    result = READERS[fmt](text)
-    if not result.records and not result.skipped:
-        raise SourceError(f"no papers found in this {fmt} source")
+    from . import arxiv, huggingface, jsonl
+
+    readers: dict[str, Callable[[bytes], ReadResult]] = {
+        "arxiv-api": arxiv.read_feed,
+        "rss": arxiv.read_feed,
+        "atom": arxiv.read_feed,
+        "arxiv-oai": arxiv.read_oai_pmh,
+        "hf-daily": huggingface.read_daily_papers,
+        "hf-trending": lambda d: huggingface.read_trending(decode(d)),
+        "jsonl": lambda d: jsonl.read_jsonl(decode(d)),
+    }
+    fmt = detect_format(data)
+    result = readers[fmt](data)
+    result.format = result.format or fmt
+    if not result.records and not result.skipped and not result.notes:
+        result.notes.append("no papers in this source")
     return result
-
-
-# --- JSONL: one paper a line -------------------------------------------------------------------
-
-
-def read_jsonl(text: str) -> ReadResult:
-    """Keys `id`, `title`, `abstract` or `summary`, `authors`, `categories`, `published`, `url` or `abs`."""
-    result = ReadResult("jsonl")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            result.skip(where, f"not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(item, dict):
-            result.skip(where, "not a JSON object")
-            continue
-        try:
-            record = _jsonl_record(item, result, where)
-        except (TypeError, ValueError) as exc:
-            result.skip(where, str(exc))
-            continue
-        result.records.append(record)
-    return result
-
-
-def _jsonl_record(item: dict[str, Any], result: ReadResult, where: str) -> PaperRecord:
-    title = item.get("title")
-    if not isinstance(title, str) or not title.strip():
-        raise ValueError("no title")
-    abstract = item.get("abstract", item.get("summary")) or ""
-    if not isinstance(abstract, str):
-        raise ValueError("the abstract is not text")
-    url = _text(item.get("url") or item.get("abs"))
-    parsed = parse_arxiv_id(_text(item.get("id"))) or parse_arxiv_id(url)
-    published = None
-    if item.get("published"):
-        try:
-            published = parse_datetime(item["published"])
-        except ValueError as exc:
-            log.warning("%s: published date ignored: %s", where, exc)
-    return PaperRecord(
-        title=title,
-        abstract=abstract,
-        arxiv_id=parsed[0] if parsed else None,
-        version=parsed[1] if parsed else None,
-        authors=_names(item.get("authors")),
-        categories=_words(item.get("categories")),
-        published=published,
-        url=url,
-        pdf_url=_text(item.get("pdf")),
-        popularity=_number(item.get("upvotes", item.get("popularity"))),
-    )
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _names(value: Any) -> list[str]:
-    """Authors as a list of names, of {"name": ...} objects, or one "A, B and C" string."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [n for n in re.split(r",|;|\band\b", value) if n.strip()]
-    if isinstance(value, list):
-        names = []
-        for entry in value:
-            if isinstance(entry, str):
-                names.append(entry)
-            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                names.append(entry["name"])
-            else:
-                raise ValueError("an author is neither a name nor an object with a name")
-        return names
-    raise ValueError("authors are neither a list nor a string")
-
-
-def _words(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return value.replace(",", " ").split()
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise ValueError("categories are neither a list of names nor a string")
-
-
-def parse_datetime(value: Any) -> dt.datetime:
-    """An ISO date or time as aware UTC; a date alone means midnight UTC."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO date, not {value!r}")
-    text = value.strip()
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO date") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
-# --- Hugging Face "trending papers" text page ---------------------------------------------------
-
-#: Lines of the page's header, which may be glued to the first title when the page has no blank lines.
-_HF_HEADER = (
-    "Get trending papers in your email inbox once a day!",
-    "Get trending papers in your email inbox!",
-    "byAK and the research community",
-    "Subscribe",
-    "new",
-)
-_HF_DAY = re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{1,2}$")
-#: A line this long is an abstract, never a title.
-_TITLE_MAX = 400
-
-
-def read_hf_trending(text: str) -> ReadResult:
-    """Title and abstract paragraphs after a short header, with or without blank lines between."""
-    result = ReadResult("hf-trending")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    start = 0
-    while start < len(lines):
-        line = lines[start]
-        if line in _HF_HEADER or _HF_DAY.match(line):
-            start += 1
-            continue
-        glued = next((h for h in _HF_HEADER if line.startswith(h) and len(line) > len(h)), None)
-        if glued:
-            lines[start] = line[len(glued):].strip()
-        break
-    index = start
-    while index < len(lines):
-        title = lines[index]
-        where = f"paragraph {index + 1}"
-        if len(title) > _TITLE_MAX:
-            result.skip(where, "an abstract without a title")
-            index += 1
-            continue
-        abstract = lines[index + 1] if index + 1 < len(lines) else ""
-        if len(abstract) <= _TITLE_MAX and _looks_like_title_then_abstract(lines, index + 1):
-            # The next line starts another entry: this title came without an abstract.
-            abstract = ""
-            index += 1
-        else:
-            index += 2
-        if not abstract:
-            result.skip(where, f"no abstract for {title[:60]!r}")
-            continue
-        result.records.append(PaperRecord(title=title, abstract=abstract))
-    return result
-
-
-def _looks_like_title_then_abstract(lines: list[str], index: int) -> bool:
-    return index + 1 < len(lines) and len(lines[index + 1]) > _TITLE_MAX
-
-
-READERS: dict[str, Callable[[str], ReadResult]] = {
-    "jsonl": read_jsonl,
-    "hf-trending": read_hf_trending,
-}

@@ -6,6 +6,8 @@ A paper's identity is its arXiv id without version where known, else its normali
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -34,20 +36,97 @@ def parse_arxiv_id(text: str | None) -> tuple[str, int | None] | None:
 
 def title_key(title: str) -> str:
     """A title reduced to lowercase ASCII words: the identity of a paper without an arXiv id."""
-    text = unicodedata.normalize("NFKD", title)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = title.lower()
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
     words = re.findall(r"[a-z0-9]+", text)
     return " ".join(words)[:512]
 
 
-_SPACE = re.compile(r"\s+")
+#: Longest text kept from a source; a longer field is cut (an abstract) or rejected (a title).
+MAX_TITLE = 1_000
+MAX_ABSTRACT = 20_000
+MAX_AUTHORS = 500
 
 
 def clean_text(text: str | None) -> str:
     """Whitespace collapsed to single spaces; None becomes the empty string."""
     if not text:
         return ""
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
+
+
+# --- simple LaTeX, as arXiv titles and abstracts carry it ----------------------------------------
+# Math ($...$) is kept as written: it reads well enough and a wrong rewrite is worse. Outside math,
+# accents become letters, font commands their argument, escaped specials the character.
+# (pylatexenc, the general converter, rewrites math and fails on some real abstracts.)
+
+_ACCENTS = {"\"": "\u0308", "'": "\u0301", "`": "\u0300", "^": "\u0302", "~": "\u0303", "=": "\u0304",
+            ".": "\u0307", "u": "\u0306", "v": "\u030c", "H": "\u030b", "c": "\u0327", "k": "\u0328", "r": "\u030a"}
+_ACCENT = re.compile(r"""\{?\\(["'`^~=.]|[uvHckr](?![a-zA-Z]))\s*(?:\{\s*(\\?[a-zA-Z])\s*\}|(\\?[a-zA-Z]))\}?""")
+_SYMBOLS = {r"\ss": "ß", r"\o": "ø", r"\O": "Ø", r"\ae": "æ", r"\AE": "Æ", r"\aa": "å", r"\AA": "Å", r"\l": "ł", r"\L": "Ł", r"\i": "ı"}
+_SYMBOL = re.compile(r"\{?(\\(?:ss|o|O|ae|AE|aa|AA|l|L|i))(?![a-zA-Z])\}?")
+_FONT_ARG = re.compile(r"\\(?:emph|textit|textbf|textsc|texttt|textrm|textsf|textnormal|underline|mbox|text)\s*\{([^{}]*)\}")
+_FONT_GROUP = re.compile(r"\{\\(?:em|it|bf|sc|tt|rm|sf|sl)\s+([^{}]*)\}")
+_HREF = re.compile(r"\\href\s*\{[^{}]*\}\s*\{([^{}]*)\}")
+_URL = re.compile(r"\\url\s*\{([^{}]*)\}")
+_ESCAPED = re.compile(r"\\([%&_#${}])")
+_MATH = re.compile(r"(?<!\\)(\$\$?)(?:\\.|[^$\\])+?(?<!\\)\1")
+
+
+def _text_mode(part: str) -> str:
+    part = _HREF.sub(r"\1", part)
+    part = _URL.sub(r"\1", part)
+    for _ in range(2):  # nested \emph{\textbf{x}}
+        part = _FONT_ARG.sub(r"\1", part)
+        part = _FONT_GROUP.sub(r"\1", part)
+    part = _ACCENT.sub(_accent, part)
+    part = _SYMBOL.sub(lambda m: _SYMBOLS[m.group(1)], part)
+    part = _ESCAPED.sub(r"\1", part)
+    part = part.replace("---", "\u2014").replace("--", "\u2013").replace("``", "\u201c").replace("''", "\u201d")
+    part = re.sub(r"(?<!\\)~", " ", part).replace("\\\\", " ")
+    return part
+
+
+def _accent(match: re.Match[str]) -> str:
+    letter = (match.group(2) or match.group(3)).lstrip("\\")
+    letter = {"i": "i", "j": "j"}.get(letter, letter)
+    return unicodedata.normalize("NFC", letter + _ACCENTS[match.group(1)])
+
+
+def clean_latex(text: str | None) -> str:
+    """`text` with simple LaTeX made readable and whitespace collapsed; math kept as written."""
+    text = clean_text(text)
+    if "\\" not in text and "~" not in text and "--" not in text and "``" not in text:
+        return text
+    pieces, last = [], 0
+    for math in _MATH.finditer(text):
+        pieces.append(_text_mode(text[last : math.start()]))
+        pieces.append(math.group(0))
+        last = math.end()
+    pieces.append(_text_mode(text[last:]))
+    return clean_text("".join(pieces))
+
+
+def parse_datetime(value: object) -> dt.datetime:
+    """An ISO 8601 or RFC 822 date or time as aware UTC; a date alone means midnight UTC."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"{text[:40]!r} is not a date") from None
+    else:
+        raise ValueError(f"expected a date, not {value!r}"[:80])
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
 
 
 @dataclass
@@ -65,17 +144,27 @@ class PaperRecord:
     url: str | None = None
     pdf_url: str | None = None
     popularity: float | None = None
+    #: A new version of an older paper (arXiv's "replace"): it updates a known paper, and is
+    #: not stored when the paper is unknown, since it is not new.
+    update_only: bool = False
 
     def __post_init__(self) -> None:
-        self.title = clean_text(self.title)
-        self.abstract = clean_text(self.abstract)
-        self.authors = [a for a in (clean_text(a) for a in self.authors) if a]
-        self.categories = list(dict.fromkeys(c.strip() for c in self.categories if c and c.strip()))
+        """Normalize: LaTeX and whitespace cleaned, sizes bounded, categories unique (primary first)."""
+        self.title = clean_latex(self.title)
+        if not self.title:
+            raise ValueError("no title")
+        if len(self.title) > MAX_TITLE:
+            raise ValueError(f"a title of {len(self.title):,} characters")
+        if len(self.abstract or "") > MAX_ABSTRACT:
+            self.abstract = self.abstract[:MAX_ABSTRACT].rsplit(" ", 1)[0] + " …"
+        self.abstract = clean_latex(self.abstract)
+        self.authors = [a for a in (clean_latex(a) for a in self.authors[:MAX_AUTHORS]) if a and len(a) <= 300]
+        self.categories = list(dict.fromkeys(c.strip() for c in self.categories if c and c.strip() and len(c) < 64))
         if self.arxiv_id:
             self.url = self.url or f"https://arxiv.org/abs/{self.arxiv_id}"
             self.pdf_url = self.pdf_url or f"https://arxiv.org/pdf/{self.arxiv_id}"
 
-    @property
+    @functools.cached_property
     def title_key(self) -> str:
         return title_key(self.title)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from ..models import Paper
@@ -24,15 +26,22 @@ class StoreStats:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    #: New versions of papers this database does not know: not new, so not stored.
+    ignored: int = 0
 
 
 def merge_duplicates(records: Iterable[PaperRecord]) -> list[PaperRecord]:
-    """One record per paper key; a later or higher version of the same paper wins."""
+    """One record per paper key; a later or higher version of the same paper wins, and a paper
+    met as new anywhere in the batch is new."""
     merged: dict[str, PaperRecord] = {}
     for record in records:
         known = merged.get(record.key)
         if known is None or _newer(record, known):
+            if known is not None and not known.update_only:
+                record.update_only = False
             merged[record.key] = record
+        elif not record.update_only:
+            known.update_only = False
     return list(merged.values())
 
 
@@ -46,8 +55,8 @@ def store_records(session: Session, records: Sequence[PaperRecord], source: str,
     """Insert or update `records` within the caller's transaction."""
     stats = StoreStats()
     records = merge_duplicates(records)
-    by_arxiv: dict[str, Paper] = {}
-    by_title: dict[str, Paper] = {}
+    by_arxiv: dict[str, Paper | SimpleNamespace] = {}
+    by_title: dict[str, Paper | SimpleNamespace] = {}
     arxiv_ids = [r.arxiv_id for r in records if r.arxiv_id]
     title_keys = list({r.title_key for r in records})
     for chunk in _chunks(arxiv_ids):
@@ -56,6 +65,7 @@ def store_records(session: Session, records: Sequence[PaperRecord], source: str,
     for chunk in _chunks(title_keys):
         for paper in session.exec(select(Paper).where(col(Paper.title_key).in_(chunk)).order_by(Paper.id)):
             by_title.setdefault(paper.title_key, paper)
+    fresh: list[SimpleNamespace] = []
     for record in records:
         paper = by_arxiv.get(record.arxiv_id) if record.arxiv_id else None
         if paper is None:
@@ -64,18 +74,26 @@ def store_records(session: Session, records: Sequence[PaperRecord], source: str,
             # arXiv ids with the same title are two papers.
             if candidate is not None and not (record.arxiv_id and candidate.arxiv_id):
                 paper = candidate
+        if paper is None and record.update_only:
+            stats.ignored += 1
+            continue
         if paper is None:
-            paper = Paper(source=source, first_seen=now, **_fields(record))
-            session.add(paper)
+            # New rows are plain namespaces, inserted in one batch below: building a validated
+            # SQLModel object per paper would cost more than all the rest of the ingest.
+            paper = SimpleNamespace(source=source, first_seen=now, **_fields(record))
+            fresh.append(paper)
             stats.new += 1
         elif _update(paper, record):
-            session.add(paper)
-            stats.updated += 1
+            if isinstance(paper, Paper):
+                session.add(paper)
+                stats.updated += 1
         else:
             stats.unchanged += 1
         if paper.arxiv_id:
             by_arxiv[paper.arxiv_id] = paper
         by_title.setdefault(paper.title_key, paper)
+    if fresh:
+        session.execute(insert(Paper), [vars(p) for p in fresh])
     return stats
 
 
@@ -96,7 +114,7 @@ def _fields(record: PaperRecord) -> dict:
     }
 
 
-def _update(paper: Paper, record: PaperRecord) -> bool:
+def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
     """Bring `paper` up to date with `record`; True when anything changed."""
     older = record.version is not None and paper.version is not None and record.version < paper.version
     changes: dict = {}
