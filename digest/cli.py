@@ -311,10 +311,12 @@ def write_previews(report: SendReport, folder: Path) -> list[Path]:
 @main.command()
 @click.pass_obj
 def run(app: App) -> None:
-    """One whole cycle now: ingest the configured sources, sync the profiles, send today's digests."""
+    """One whole cycle now: ingest the configured sources, sync the profiles, retrain the models
+    that have new feedback, send today's digests."""
     results = run_ingest(app, ())
     print_ingest(results)
     invalid = run_sync(app)
+    run_retrain(app)
     report = run_send(app, None, None, False)
     sys.exit(FAILED if report.failed or invalid or not all(r.ok for r in results) else OK)
 
@@ -340,3 +342,35 @@ def bench(stages: tuple[str, ...], as_json: bool) -> None:
         table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
     console.print(table)
     console.print(f"Process peak RSS: {benchmark.max_rss_mb():.0f} MB; {os.cpu_count()} CPUs.")
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: the host of DIGEST_BASE_URL).")
+@click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
+@click.pass_obj
+def web(app: App, host: str | None, port: int | None) -> None:
+    """Serve the web endpoints of tracked links (/c/ /f/ /u/ /v/ /healthz) with uvicorn."""
+    from .web import serve
+
+    try:
+        app.settings.require_secret_key()
+    except SettingsError as exc:
+        fail(str(exc), BAD_INPUT)
+    serve(app.settings, host, port)
+
+
+@main.command()
+@click.option("--all", "everyone", is_flag=True, help="Rebuild every model, not only those with new feedback.")
+@click.pass_obj
+def retrain(app: App, everyone: bool) -> None:
+    """Rebuild the subscribers' models from their feedback (clicks, thumbs, papers shown)."""
+    report = run_retrain(app, everyone)
+    sys.exit(OK if report is not None else FAILED)
+
+
+def run_retrain(app: App, everyone: bool = False):  # noqa: ANN201
+    from .training import retrain as rebuild
+
+    report = rebuild(app.db, force=everyone)
+    console.print(f"Models: {len(report.trained)} retrained, {report.unchanged} unchanged.")
+    return report

@@ -64,20 +64,34 @@ class Source(BaseModel):
 
 
 class RankingConfig(BaseModel):
+    """The ranking's constants (see `digest.ranking` and docs/evaluation.md for what they do)."""
+
     model_config = ConfigDict(extra="forbid")
 
     #: Days of papers a subscriber's first digest looks back over.
     lookback_days: float = Field(default=7, gt=0, le=365)
-    #: Days of papers the term weights are fitted on.
+    #: Days of papers the term statistics are fitted on.
     fit_days: float = Field(default=90, gt=0)
     #: A paper matches an interest when it contains this share of the interest's weighted words
-    #: (1 = all of them); a paper that matches no interest is sent only for a followed author.
+    #: (1 = all of them).
     min_match: float = Field(default=0.5, gt=0, le=1)
-    #: Score added for a followed author, and for a followed category, on top of the interest score.
+    #: ... or when its cosine with the centroid of the papers the subscriber opened reaches this.
+    min_like: float = Field(default=0.2, gt=0, le=1)
+    #: Opened papers at which the history counts as much as the stated interests (w = n / (n + this)).
+    evidence_scale: float = Field(default=2.0, gt=0)
+    #: How hard papers like those turned down (and, a little, those shown but not opened) are pushed down.
+    negative_weight: float = Field(default=1.0, ge=0)
+    #: How hard an `avoid` phrase pushes a paper down.
+    avoid_weight: float = Field(default=1.0, ge=0)
+    #: Share of the subscriber's best score added for a followed author, and for a followed category.
     author_boost: float = Field(default=0.3, ge=0)
     category_boost: float = Field(default=0.05, ge=0)
-    #: How strongly a paper like an `avoid` phrase is pushed down.
-    avoid_weight: float = Field(default=1.0, ge=0)
+    #: "Readers like you": a paper's score is multiplied by 1 + this x the votes of similar readers.
+    readers_like_you: float = Field(default=2.0, ge=0)
+    #: How many similar readers vote.
+    neighbours: int = Field(default=50, ge=1)
+    #: Maximal marginal relevance: 0 ranks by score alone; higher spreads the top over more topics.
+    diversity: float = Field(default=0.2, ge=0, lt=1)
 
 
 class AppConfig(BaseModel):

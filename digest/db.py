@@ -7,8 +7,9 @@ the scale-out choice. Writes that belong together go through `transaction()`, on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -16,8 +17,18 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+T = TypeVar("T")
+
 #: Seconds a SQLite writer waits for another one before "database is locked".
 SQLITE_BUSY_TIMEOUT = 30
+#: Values per `IN (...)`: well under SQLite's bound-parameter limit.
+IN_CHUNK = 5000
+
+
+def chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """`values` in slices small enough for one `IN (...)` each."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def make_engine(url: str) -> Engine:

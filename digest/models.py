@@ -138,6 +138,8 @@ class FeedbackKind(str, enum.Enum):
 
 
 class FeedbackEvent(SQLModel, table=True):
+    """One thing a subscriber did with a digest: every request is kept, with its time."""
+
     __table_args__ = (Index("ix_feedback_subscriber_kind", "subscriber_id", "kind"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -146,7 +148,9 @@ class FeedbackEvent(SQLModel, table=True):
     digest_item_id: int | None = Field(default=None, foreign_key="digestitem.id", index=True)
     paper_id: int | None = Field(default=None, foreign_key="paper.id")
     kind: str = Field(max_length=16)
-    created_at: dt.datetime = _utc(default_factory=utcnow)
+    #: The same kind of event on the same item (or digest) was recorded before: training counts it once.
+    repeat: bool = False
+    created_at: dt.datetime = _utc(default_factory=utcnow, index=True)
 
 
 class SourceState(SQLModel, table=True):
@@ -175,3 +179,17 @@ class IngestRun(SQLModel, table=True):
     errors: int = 0
     #: The error of a failed run, or the first reasons entries were skipped.
     detail: str | None = None
+
+
+class SubscriberModel(SQLModel, table=True):
+    """A subscriber's learned taste: example papers with signed weights (Rocchio's relevance
+    feedback, kept in this dual form so that it outlives any one vocabulary of the text model)."""
+
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True)
+    #: [[paper id, weight], ...]: positive for opened and liked papers, negative for the others.
+    examples: list[list[float]] = _json_list()
+    positives: int = 0
+    negatives: int = 0
+    #: The time of the latest feedback event this model has seen: newer events mean retraining.
+    evidence_until: dt.datetime | None = _utc(default=None)
+    trained_at: dt.datetime = _utc(default_factory=utcnow)

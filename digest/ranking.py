@@ -1,11 +1,24 @@
-"""Ranking: a TF-IDF model of paper text and a subscriber's interests scored against it.
+"""Ranking: papers scored for many subscribers at once, from their interests, their feedback and
+the clicks of subscribers like them; then cut to good matches, diversified and explained.
 
-`TextModel` follows scikit-learn's fit/transform: fitted on the recent corpus, it turns papers and
-interest phrases into L2-normalized TF-IDF rows (stemmed words and word pairs), so that a
-phrase's cosine with a paper says how much of the phrase the paper is about.
+The method (measured in docs/evaluation.md):
 
-`InterestScorer` scores candidates for one subscriber from the weighted interests, pushes down
-what is like an `avoid` phrase, pushes up followed authors and categories, and says why.
+- `TextModel` (scikit-learn fit/transform) counts Snowball-stemmed words of title, abstract and
+  authors. A candidate paper is a BM25 vector (k1=1.2, b=0.75, idf weights, no normalization); a
+  query is a unit TF-IDF vector with sublinear term frequency.
+- A subscriber has up to three queries: their weighted interest phrases, the centroid of the papers
+  they opened or liked, and the centroid of those they turned down (with a little of those shown
+  but not opened). The content score blends the first two by evidence, w = n / (n + 2) for n
+  positive papers, so that a new subscriber is served by their interests alone and evidence
+  gradually takes over; the third is subtracted, and so are `avoid` phrases.
+- Followed authors and categories add a share of the subscriber's best score.
+- Readers like you: the 50 subscribers whose opened papers overlap most with yours vote for what
+  they opened; a paper's score is multiplied by 1 + 2 * votes. A paper nobody opened yet (every
+  brand-new one) keeps its content score: the prior only re-orders what the content finds.
+- A paper goes into an email only when it matches: it contains enough of an interest phrase, or it
+  is like the papers the subscriber opened, or readers like them opened it, or it is by a
+  followed author. The top of the list is then
+  diversified (maximal marginal relevance), and every item says why it was chosen.
 """
 
 from __future__ import annotations
@@ -20,19 +33,24 @@ import numpy as np
 import snowballstemmer
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+from sklearn.preprocessing import normalize
 
 from .config import RankingConfig
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
+#: Below this many papers, `TextModel` keeps terms met only once.
+SMALL_CORPUS = 200
+#: An item's reason names the opened paper it is like when the history makes this share of its score.
+HISTORY_SHARE = 0.25
+
 
 class StemmingTokenizer:
-    """Lowercase words without stop words, stemmed, so "language models" meets "language model"."""
+    """Lowercase words without stop words or numbers, stemmed: "language models" meets "language model"."""
 
     def __init__(self) -> None:
-        self._stemmer = snowballstemmer.stemmer("english")
-        self._stem = lru_cache(maxsize=200_000)(self._stemmer.stemWord)
+        self._stem = lru_cache(maxsize=500_000)(snowballstemmer.stemmer("english").stemWord)
 
     def __call__(self, text: str) -> list[str]:
         stem = self._stem
@@ -45,68 +63,80 @@ class StemmingTokenizer:
         self.__init__()
 
 
-def paper_text(title: str, abstract: str) -> str:
-    """The text a paper is known by; the title counts twice, being the densest summary."""
-    return f"{title}. {title}. {abstract}"
-
-
-#: Below this many papers, `TextModel` keeps terms met only once.
-SMALL_CORPUS = 200
+def paper_text(title: str, abstract: str, authors: Iterable[str] = ()) -> str:
+    """The text a paper is known by: title, abstract and authors (shared authors are shared taste)."""
+    return f"{title}. {abstract} {' '.join(authors)}"
 
 
 class TextModel(TransformerMixin, BaseEstimator):
-    """TF-IDF over stemmed words and word pairs, sublinear term frequency, rows L2-normalized.
+    """Term statistics of a corpus: `transform` gives unit TF-IDF query vectors, `bm25` paper vectors.
 
-    The vocabulary is what occurs in at least `min_df` papers (at most `max_features` terms),
-    plus every term of the phrases passed as `keep` to `fit`: a subscriber's interest must not
-    vanish because the corpus has met it only once, or not yet.
+    The vocabulary is every stemmed word met in at least `min_df` papers, plus every word of the
+    phrases passed as `keep` to `fit`: a subscriber's interest must not vanish because the corpus
+    has met it only once, or not yet.
     """
 
-    def __init__(self, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2, max_features: int | None = 200_000):
-        self.ngram_range = ngram_range
+    def __init__(self, min_df: int = 2, k1: float = 1.2, b: float = 0.75) -> None:
         self.min_df = min_df
-        self.max_features = max_features
+        self.k1 = k1
+        self.b = b
 
     def fit(self, texts: Iterable[str], y: object = None, keep: Iterable[str] = ()) -> "TextModel":
-        self.fit_transform(texts, keep=keep)
+        self.fit_counts(texts, keep=keep)
         return self
 
-    def fit_transform(self, texts: Iterable[str], y: object = None, keep: Iterable[str] = ()) -> sparse.csr_matrix:
-        """Fit on `texts` and return their TF-IDF rows (tokenizing the corpus once)."""
-        counter = CountVectorizer(tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, ngram_range=self.ngram_range, dtype=np.float32)
+    def fit_counts(self, texts: Iterable[str], keep: Iterable[str] = ()) -> sparse.csr_matrix:
+        """Fit on `texts` and return their term counts (the corpus is tokenized once)."""
+        counter = CountVectorizer(tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, dtype=np.float32)
         counts = counter.fit_transform(list(texts)).tocsc()
         terms = counter.get_feature_names_out()
         df = np.diff(counts.indptr)
-        # Too few papers to tell a typo from a rare term: then every term counts.
         min_df = self.min_df if counts.shape[0] >= SMALL_CORPUS else 1
         chosen = np.flatnonzero(df >= min_df)
-        if self.max_features is not None and chosen.size > self.max_features:
-            totals = np.asarray(counts[:, chosen].sum(axis=0)).ravel()
-            chosen = np.sort(chosen[np.argsort(-totals, kind="stable")[: self.max_features]])
-        position = counter.vocabulary_
         wanted = {t for phrase in keep for t in counter.build_analyzer()(phrase)}
+        position = counter.vocabulary_
         chosen = np.union1d(chosen, np.array([position[t] for t in wanted if t in position], dtype=chosen.dtype))
         unseen = sorted(t for t in wanted if t not in position)
         vocabulary = [*terms[chosen].tolist(), *unseen]
-        selected = sparse.hstack([counts[:, chosen], sparse.csc_matrix((counts.shape[0], len(unseen)), dtype=np.float32)]).tocsr()
         self.counter_ = CountVectorizer(
-            tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, ngram_range=self.ngram_range,
-            vocabulary={t: i for i, t in enumerate(vocabulary)}, dtype=np.float32,
+            tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, dtype=np.float32,
+            vocabulary={t: i for i, t in enumerate(vocabulary)},
         )
-        self.tfidf_ = TfidfTransformer(sublinear_tf=True)
-        return self.tfidf_.fit_transform(selected).astype(np.float32).tocsr()
+        kept = sparse.hstack([counts[:, chosen], sparse.csc_matrix((counts.shape[0], len(unseen)), dtype=np.float32)]).tocsr()
+        n = kept.shape[0]
+        df_kept = np.bincount(kept.indices, minlength=kept.shape[1])
+        self.idf_ = (np.log((1 + n) / (1 + df_kept)) + 1).astype(np.float32)
+        lengths = np.asarray(kept.sum(axis=1)).ravel()
+        self.avg_length_ = float(lengths.mean()) if n else 1.0
+        return kept
+
+    def counts(self, texts: Iterable[str]) -> sparse.csr_matrix:
+        return self.counter_.transform(list(texts)).tocsr()
+
+    def queries(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        """Unit TF-IDF rows, term frequency 1 + ln(count)."""
+        logged = counts.astype(np.float32, copy=True)
+        logged.data = 1 + np.log(logged.data)
+        return normalize(logged @ sparse.diags(self.idf_)).astype(np.float32).tocsr()
+
+    def bm25(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        """BM25 rows: saturated, length-normalized term frequency times idf."""
+        coo = counts.tocoo(copy=True)
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        k1, b = self.k1, self.b
+        coo.data = coo.data * (k1 + 1) / (coo.data + k1 * (1 - b + b * lengths[coo.row] / self.avg_length_))
+        return (coo.tocsr() @ sparse.diags(self.idf_)).astype(np.float32).tocsr()
 
     def transform(self, texts: Iterable[str]) -> sparse.csr_matrix:
-        return self.tfidf_.transform(self.counter_.transform(list(texts))).astype(np.float32).tocsr()
+        return self.queries(self.counts(texts))
 
-    @property
-    def vocabulary_(self) -> dict[str, int]:
-        return self.counter_.vocabulary
+
+# --- what the ranker knows of subscribers and papers ---------------------------------------------
 
 
 @dataclass(frozen=True)
 class Interests:
-    """What the ranker knows of a subscriber's stated taste."""
+    """A subscriber's stated taste."""
 
     phrases: tuple[tuple[str, float], ...]
     avoid: tuple[str, ...] = ()
@@ -129,22 +159,43 @@ class Interests:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """The parts of a paper the ranker reads besides its text."""
+class History:
+    """A subscriber's feedback as examples: paper ids with signed weights (positive: opened or
+    liked; negative: turned down, or shown and not opened), and how many are positive."""
 
-    authors: Sequence[str] = ()
-    categories: Sequence[str] = ()
+    papers: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    positives: int = 0
+
+    @classmethod
+    def of(cls, positive: Iterable[int]) -> "History":
+        ids = tuple(dict.fromkeys(positive))
+        return cls(ids, tuple(1.0 for _ in ids), len(ids))
 
 
 @dataclass
-class Ranked:
-    index: int  # position in the candidate list
-    score: float
-    reasons: list[str] = field(default_factory=list)
+class Reader:
+    """One subscriber as the ranker sees them."""
 
-    @property
-    def reason(self) -> str:
-        return "; ".join(self.reasons)
+    key: int  # the subscriber id (the row of the community matrix)
+    interests: Interests
+    history: History = field(default_factory=History)
+    max_items: int = 10
+
+
+@dataclass
+class Examples:
+    """The papers of subscribers' histories, as query vectors, with their titles (for reasons)."""
+
+    vectors: sparse.csr_matrix
+    row: dict[int, int]  # paper id -> row of `vectors`
+    titles: dict[int, str]
+
+    @classmethod
+    def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix) -> "Examples":
+        """`papers` is [(id, title)], `counts` their term counts in the same order."""
+        return cls(model.queries(counts) if counts.shape[0] else sparse.csr_matrix((0, len(model.idf_)), dtype=np.float32),
+                   {pid: i for i, (pid, _) in enumerate(papers)}, dict(papers))
 
 
 def author_key(name: str) -> str:
@@ -154,63 +205,127 @@ def author_key(name: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text))
 
 
-def _initial_key(name: str) -> str | None:
-    """"t dao" for "T. Dao": followed names written with an initial match any first name."""
-    words = author_key(name).split()
+def _initial_key(key: str) -> str | None:
+    """"t dao" for "tri dao": followed names written with an initial match any first name."""
+    words = key.split()
     return f"{words[0][0]} {words[-1]}" if len(words) >= 2 else None
 
 
-class InterestScorer:
-    """Scores candidate papers for one subscriber's stated interests."""
+@dataclass
+class Candidates:
+    """The papers to rank, vectorized once for every subscriber."""
 
-    def __init__(self, model: TextModel, config: RankingConfig | None = None) -> None:
-        self.model = model
-        self.config = config or RankingConfig()
+    ids: np.ndarray
+    docs: sparse.csr_matrix  # BM25 rows
+    vectors: sparse.csr_matrix  # unit TF-IDF rows (similarity between papers)
+    present: sparse.csr_matrix  # 1 where a term occurs (how much of a phrase a paper contains)
+    authors: list[list[str]]
+    categories: list[list[str]]
+    author_index: dict[str, set[int]]  # author key (full, or initial form) -> rows
+    category_index: dict[str, set[int]]
 
-    def score(self, interests: Interests, matrix: sparse.csr_matrix, candidates: Sequence[Candidate]) -> "Scored":
-        """Scores and match flags for every candidate row of `matrix`."""
-        cfg = self.config
-        phrases = [p for p, _ in interests.phrases]
-        weights = np.array([w for _, w in interests.phrases], dtype=np.float32)
-        queries = self.model.transform(phrases)
-        sims = (matrix @ queries.T).toarray()
-        scores = sims @ weights / weights.sum()
-        # How much of each phrase a paper contains, whatever the paper's length: the share of the
-        # phrase's squared TF-IDF weight on words (and word pairs) present in the paper. A paper
-        # that shares only "decoding" with "speculative decoding" is not a match.
-        present = matrix.copy()
+    @classmethod
+    def build(cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]]) -> "Candidates":
+        present = counts.copy()
         present.data[:] = 1
-        coverage = (present @ queries.multiply(queries).T).toarray()
-        matched = coverage.max(axis=1) >= cfg.min_match
-        if interests.avoid:
-            avoid = (matrix @ self.model.transform(interests.avoid).T).toarray()
-            scores -= cfg.avoid_weight * avoid.max(axis=1)
-        followed = _AuthorMatcher(interests.authors)
-        categories = set(interests.categories)
-        by_author: dict[int, list[str]] = {}
-        in_category: dict[int, list[str]] = {}
-        if followed or categories:
-            for row, candidate in enumerate(candidates):
-                authors = followed.matches(candidate.authors)
-                if authors:
-                    by_author[row] = authors
-                cats = [c for c in candidate.categories if c in categories]
-                if cats:
-                    in_category[row] = cats
-        for row in by_author:
-            scores[row] += cfg.author_boost
-            matched[row] = True
-        for row in in_category:
-            scores[row] += cfg.category_boost
-        return Scored(scores, matched, sims, coverage, phrases, by_author, in_category, cfg.min_match)
+        author_index: dict[str, set[int]] = {}
+        category_index: dict[str, set[int]] = {}
+        for row, names in enumerate(authors):
+            for name in names:
+                key = author_key(name)
+                author_index.setdefault(key, set()).add(row)
+                initial = _initial_key(key)
+                if initial:
+                    author_index.setdefault("~" + initial, set()).add(row)
+        for row, cats in enumerate(categories):
+            for cat in cats:
+                category_index.setdefault(cat, set()).add(row)
+        return cls(
+            np.asarray(ids), model.bm25(counts), model.queries(counts), present.tocsr(),
+            [list(a) for a in authors], [list(c) for c in categories], author_index, category_index,
+        )
 
-    def rank(self, interests: Interests, matrix: sparse.csr_matrix, candidates: Sequence[Candidate], k: int) -> list[Ranked]:
-        """The best `k` matching candidates, best first; fewer when fewer match."""
-        if matrix.shape[0] == 0:
-            return []
-        scored = self.score(interests, matrix, candidates)
-        top = top_k(scored.scores, k, scored.matched)
-        return [Ranked(int(i), float(scored.scores[i]), scored.reasons(int(i))) for i in top]
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def by_authors(self, followed: Iterable[str]) -> tuple[set[int], dict[int, list[str]]]:
+        rows: set[int] = set()
+        for name in followed:
+            key = author_key(name)
+            words = key.split()
+            if len(words) >= 2 and len(words[0]) == 1:  # "T. Dao": any first name starting with T
+                rows |= self.author_index.get("~" + _initial_key(key), set())
+            rows |= self.author_index.get(key, set())
+        keys = {author_key(n) for n in followed}
+        initials = {_initial_key(k) for k in keys if len(k.split()) >= 2 and len(k.split()[0]) == 1}
+        names = {
+            row: [a for a in self.authors[row] if author_key(a) in keys or _initial_key(author_key(a)) in initials]
+            for row in rows
+        }
+        return rows, names
+
+    def by_categories(self, followed: Iterable[str]) -> set[int]:
+        rows: set[int] = set()
+        for cat in followed:
+            rows |= self.category_index.get(cat, set())
+        return rows
+
+
+class Community:
+    """Who opened what, over all subscribers: the evidence of "readers like you"."""
+
+    def __init__(self, clicks: dict[int, Iterable[int]], neighbours: int = 50) -> None:
+        users = [u for u, papers in clicks.items()]
+        papers = sorted({p for ps in clicks.values() for p in ps})
+        self.user_row = {u: i for i, u in enumerate(users)}
+        self.paper_column = {p: j for j, p in enumerate(papers)}
+        rows, cols = [], []
+        for u, ps in clicks.items():
+            for p in set(ps):
+                rows.append(self.user_row[u])
+                cols.append(self.paper_column[p])
+        self.matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(papers)))
+        self.unit = normalize(self.matrix).tocsr() if self.matrix.shape[0] else self.matrix
+        self.neighbours = neighbours
+
+    def votes(self, keys: Sequence[int], candidate_ids: np.ndarray) -> np.ndarray:
+        """votes[u, d]: the similarity-weighted count of u's nearest readers who opened candidate d."""
+        result = np.zeros((len(keys), len(candidate_ids)), dtype=np.float32)
+        columns = np.array([self.paper_column.get(int(p), -1) for p in candidate_ids])
+        wanted = np.flatnonzero(columns >= 0)
+        rows = [self.user_row.get(k, -1) for k in keys]
+        have = [i for i, r in enumerate(rows) if r >= 0]
+        if not wanted.size or not have:
+            return result
+        similar = (self.unit[[rows[i] for i in have]] @ self.unit.T).tocsr()
+        top_rows, top_cols, top_vals = [], [], []
+        for local, i in enumerate(have):
+            start, end = similar.indptr[local], similar.indptr[local + 1]
+            others, sims = similar.indices[start:end], similar.data[start:end]
+            keep = (others != rows[i]) & (sims > 0)
+            others, sims = others[keep], sims[keep]
+            if others.size > self.neighbours:
+                cut = -np.partition(-sims, self.neighbours - 1)[self.neighbours - 1]
+                keep = sims >= cut
+                others, sims = others[keep], sims[keep]
+            top_rows.extend([local] * others.size)
+            top_cols.extend(others.tolist())
+            top_vals.extend(sims.tolist())
+        weights = sparse.csr_matrix((np.array(top_vals, np.float32), (top_rows, top_cols)), shape=(len(have), self.matrix.shape[0]))
+        counted = (weights @ self.matrix[:, columns[wanted]]).toarray()
+        result[np.ix_(have, wanted)] = counted
+        return result
+
+
+@dataclass
+class Ranked:
+    index: int  # row in the candidates
+    score: float
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
 
 
 def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
@@ -221,45 +336,253 @@ def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.
     return rows[np.lexsort((rows, -scores[rows]))]
 
 
-@dataclass
-class Scored:
-    """One subscriber's scores over the candidates, with what is needed to explain any of them."""
+def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float) -> list[int]:
+    """Maximal marginal relevance over a pool already sorted best first: each next pick trades its
+    relevance (scaled to the pool's best) against its likeness to what was picked."""
+    if diversity <= 0 or len(order) <= 1:
+        return [int(i) for i in order[:k]]
+    pool = order[: max(k * 5, k)]
+    relevance = scores[pool].astype(np.float64)
+    top = relevance.max()
+    relevance = relevance / top if top > 0 else relevance
+    similar = (vectors[pool] @ vectors[pool].T).toarray()
+    chosen = [0]
+    closest = similar[0].copy()
+    available = np.ones(len(pool), dtype=bool)
+    available[0] = False
+    while len(chosen) < min(k, len(pool)):
+        value = (1 - diversity) * relevance - diversity * closest
+        value[~available] = -np.inf
+        pick = int(np.argmax(value))
+        chosen.append(pick)
+        available[pick] = False
+        closest = np.maximum(closest, similar[pick])
+    return [int(pool[i]) for i in chosen]
 
-    scores: np.ndarray
-    matched: np.ndarray
-    similarities: np.ndarray  # candidates x interest phrases
-    coverage: np.ndarray  # candidates x interest phrases
-    phrases: list[str]
-    by_author: dict[int, list[str]]
-    in_category: dict[int, list[str]]
-    min_match: float
 
-    def reasons(self, row: int) -> list[str]:
-        """Why candidate `row` scored: the interests it matches, best first, and what is followed."""
+# --- the ranker ----------------------------------------------------------------------------------
+
+
+class Ranker:
+    """Ranks candidates for many readers, a chunk of readers at a time (sparse matrix products,
+    never a Python loop over papers)."""
+
+    def __init__(self, model: TextModel, config: RankingConfig | None = None, examples: Examples | None = None, community: Community | None = None, chunk: int = 512) -> None:
+        self.model = model
+        self.config = config or RankingConfig()
+        self.examples = examples
+        self.community = community
+        self.chunk = chunk
+
+    def rank(
+        self,
+        readers: Sequence[Reader],
+        candidates: Candidates,
+        allowed: Sequence[np.ndarray | None] | None = None,
+        k: int | None = None,
+        require_match: bool = True,
+        explain: bool = True,
+    ) -> list[list[Ranked]]:
+        """Each reader's best candidates, best first: at most `k` (default: their `max_items`),
+        only rows `allowed` for them, and only good matches unless `require_match` is off."""
+        results: list[list[Ranked]] = []
+        for start in range(0, len(readers), self.chunk):
+            part = readers[start : start + self.chunk]
+            part_allowed = allowed[start : start + self.chunk] if allowed is not None else [None] * len(part)
+            results.extend(self._rank_chunk(part, candidates, part_allowed, k, require_match, explain))
+        return results
+
+    def scores(self, readers: Sequence[Reader], candidates: Candidates) -> np.ndarray:
+        """The final score of every candidate for every reader (readers x candidates)."""
+        return self._score(readers, candidates).final
+
+    def _queries(self, readers: Sequence[Reader]) -> "_Queries":
+        model, cfg = self.model, self.config
+        n_terms = len(model.idf_)
+        phrases: list[str] = []
+        weight_rows, weight_cols, weight_vals = [], [], []
+        avoid_rows, avoid_cols = [], []
+        owner: list[int] = []
+        for i, reader in enumerate(readers):
+            for phrase, weight in reader.interests.phrases:
+                weight_rows.append(i)
+                weight_cols.append(len(phrases))
+                weight_vals.append(weight)
+                owner.append(i)
+                phrases.append(phrase)
+            for phrase in reader.interests.avoid:
+                avoid_rows.append(i)
+                avoid_cols.append(len(phrases))
+                owner.append(-1)
+                phrases.append(phrase)
+        phrase_vectors = model.transform(phrases) if phrases else sparse.csr_matrix((0, n_terms), dtype=np.float32)
+        shape = (len(readers), len(phrases))
+        weights = sparse.csr_matrix((np.array(weight_vals, np.float32), (weight_rows, weight_cols)), shape=shape)
+        avoid = sparse.csr_matrix((np.ones(len(avoid_rows), np.float32), (avoid_rows, avoid_cols)), shape=shape)
+        interest = normalize(weights @ phrase_vectors).tocsr()
+        avoid_q = normalize(avoid @ phrase_vectors).tocsr()
+        positive, negative, negative_mass = self._history_queries(readers, n_terms)
+        return _Queries(interest, avoid_q, positive, negative, negative_mass, phrases, phrase_vectors, weights)
+
+    def _history_queries(self, readers: Sequence[Reader], n_terms: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+        examples = self.examples
+        empty = sparse.csr_matrix((len(readers), n_terms), dtype=np.float32)
+        if examples is None or not any(r.history.papers for r in readers):
+            return empty, empty, np.zeros(len(readers), np.float32)
+        pos_r, pos_c, pos_v, neg_r, neg_c, neg_v = [], [], [], [], [], []
+        for i, reader in enumerate(readers):
+            for paper, weight in zip(reader.history.papers, reader.history.weights):
+                row = examples.row.get(paper)
+                if row is None:
+                    continue
+                if weight > 0:
+                    pos_r.append(i), pos_c.append(row), pos_v.append(weight)
+                else:
+                    neg_r.append(i), neg_c.append(row), neg_v.append(-weight)
+        shape = (len(readers), examples.vectors.shape[0])
+        positive = sparse.csr_matrix((np.array(pos_v, np.float32), (pos_r, pos_c)), shape=shape)
+        negative = sparse.csr_matrix((np.array(neg_v, np.float32), (neg_r, neg_c)), shape=shape)
+        mass = np.asarray(negative.sum(axis=1)).ravel().astype(np.float32)
+        return normalize(positive @ examples.vectors).tocsr(), normalize(negative @ examples.vectors).tocsr(), mass
+
+    def _score(self, readers: Sequence[Reader], candidates: Candidates) -> "_Scores":
+        cfg = self.config
+        q = self._queries(readers)
+        docs_t = candidates.docs.T.tocsr()
+        interest = (q.interest @ docs_t).toarray()
+        history = (q.positive @ docs_t).toarray()
+        n = np.array([r.history.positives for r in readers], np.float32)[:, None]
+        has_interests = np.array([bool(r.interests.phrases) for r in readers])[:, None]
+        w = np.where(has_interests, n / (n + cfg.evidence_scale), 1.0)
+        content = w * history + (1 - w) * interest
+        if q.negative.nnz:
+            strength = (cfg.negative_weight * q.negative_mass / (q.negative_mass + cfg.evidence_scale))[:, None]
+            content -= strength * (q.negative @ docs_t).toarray()
+        if q.avoid.nnz:
+            content -= cfg.avoid_weight * (q.avoid @ docs_t).toarray()
+        best = np.maximum(content.max(axis=1, initial=0.0), 1e-9)[:, None]
+        followed: list[tuple[set[int], dict[int, list[str]]]] = []
+        in_category: list[set[int]] = []
+        for i, reader in enumerate(readers):
+            rows, names = candidates.by_authors(reader.interests.authors) if reader.interests.authors else (set(), {})
+            cats = candidates.by_categories(reader.interests.categories) if reader.interests.categories else set()
+            followed.append((rows, names))
+            in_category.append(cats)
+            if rows:
+                content[i, list(rows)] += cfg.author_boost * best[i, 0]
+            if cats:
+                content[i, list(cats)] += cfg.category_boost * best[i, 0]
+        votes = None
+        final = content
+        if self.community is not None and cfg.readers_like_you > 0:
+            votes = self.community.votes([r.key for r in readers], candidates.ids)
+            final = content + cfg.readers_like_you * votes * np.maximum(content, 0)
+        return _Scores(q, content, final, votes, history, interest, w, followed, in_category)
+
+    def _rank_chunk(self, readers, candidates, allowed, k, require_match, explain) -> list[list[Ranked]]:  # noqa: ANN001
+        cfg = self.config
+        s = self._score(readers, candidates)
+        final = s.final
+        results = []
+        coverage = None
+        likeness = None
+        if require_match or explain:
+            coverage = _coverage(candidates.present, s.queries)  # candidates x phrases
+            if s.queries.positive.nnz:
+                likeness = (candidates.vectors @ s.queries.positive.T).toarray()  # candidates x readers
+        for i, reader in enumerate(readers):
+            scores = final[i].copy()
+            mask = np.ones(len(candidates), dtype=bool) if allowed[i] is None else allowed[i].copy()
+            if require_match:
+                matched = np.zeros(len(candidates), dtype=bool)
+                mine = s.queries.phrase_columns(i)
+                if mine.size:
+                    matched |= coverage[:, mine].max(axis=1) >= cfg.min_match
+                if likeness is not None and reader.history.positives:
+                    matched |= likeness[:, i] >= cfg.min_like
+                if s.votes is not None:
+                    matched |= (s.votes[i] > 0) & (s.content[i] > 0)
+                if s.followed[i][0]:
+                    matched[list(s.followed[i][0])] = True
+                mask &= matched
+            limit = k or reader.max_items
+            order = top_k(scores, max(limit * 5, limit), mask)
+            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity)
+            ranked = [Ranked(row, float(scores[row])) for row in picked]
+            if explain:
+                for item in ranked:
+                    item.reasons = self._reasons(i, item.index, reader, s, candidates, coverage, likeness)
+            results.append(ranked)
+        return results
+
+    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness) -> list[str]:  # noqa: ANN001
+        cfg = self.config
         reasons = []
-        sims, coverage = self.similarities[row], self.coverage[row]
-        hits = [self.phrases[j] for j in np.argsort(-sims, kind="stable") if coverage[j] >= self.min_match][:3]
-        if hits:
-            reasons.append("matches " + ", ".join(hits))
-        if row in self.by_author:
-            reasons.append("by " + ", ".join(self.by_author[row][:2]) + " (followed)")
-        if row in self.in_category:
-            reasons.append("in " + ", ".join(self.in_category[row][:2]))
+        mine = s.queries.phrase_columns(i)
+        if mine.size and coverage is not None:
+            hits = [(coverage[row, j], s.queries.phrases[j]) for j in mine if coverage[row, j] >= cfg.min_match]
+            hits.sort(key=lambda h: -h[0])
+            if hits:
+                reasons.append("matches " + ", ".join(p for _, p in hits[:3]))
+        # Said when the opened papers make up a fair share (a quarter) of the score, or are all of it.
+        from_history_part = s.weight[i, 0] * s.history[i, row]
+        from_history = from_history_part >= HISTORY_SHARE * (from_history_part + (1 - s.weight[i, 0]) * s.interest[i, row]) or not reasons
+        if reader.history.positives and from_history and self.examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
+            nearest = self._nearest_positive(reader, candidates, row)
+            if nearest is not None:
+                title = nearest if len(nearest) <= 70 else nearest[:69].rsplit(" ", 1)[0] + "…"
+                reasons.append(f"like “{title}” you opened")
+        if s.votes is not None and s.votes[i, row] > 0:
+            reasons.append("opened by readers like you")
+        names = s.followed[i][1].get(row)
+        if names:
+            reasons.append("by " + ", ".join(names[:2]) + " (followed)")
+        if row in s.in_category[i]:
+            cats = [c for c in candidates.categories[row] if c in set(reader.interests.categories)]
+            reasons.append("in " + ", ".join(cats[:2]))
         return reasons
 
+    def _nearest_positive(self, reader: Reader, candidates: Candidates, row: int) -> str | None:
+        examples = self.examples
+        rows = [(examples.row[p], p) for p, w in zip(reader.history.papers, reader.history.weights) if w > 0 and p in examples.row]
+        if not rows:
+            return None
+        sims = (examples.vectors[[r for r, _ in rows]] @ candidates.vectors[row].T).toarray().ravel()
+        return examples.titles.get(rows[int(np.argmax(sims))][1])
 
-class _AuthorMatcher:
-    """Followed authors, matched without case or accents; a followed "T. Dao" matches any T. Dao."""
 
-    def __init__(self, names: Iterable[str]) -> None:
-        keys = [author_key(n) for n in names]
-        self.full = {k for k in keys if k}
-        self.initials = {_initial_key(k) for k in keys if len(k.split()) >= 2 and len(k.split()[0]) == 1}
+@dataclass
+class _Queries:
+    interest: sparse.csr_matrix
+    avoid: sparse.csr_matrix
+    positive: sparse.csr_matrix
+    negative: sparse.csr_matrix
+    negative_mass: np.ndarray
+    phrases: list[str]
+    phrase_vectors: sparse.csr_matrix
+    weights: sparse.csr_matrix  # readers x phrases (interest phrases only)
 
-    def __bool__(self) -> bool:
-        return bool(self.full)
+    def phrase_columns(self, reader: int) -> np.ndarray:
+        return self.weights.indices[self.weights.indptr[reader] : self.weights.indptr[reader + 1]]
 
-    def matches(self, authors: Sequence[str]) -> list[str]:
-        if not self.full:
-            return []
-        return [a for a in authors if (key := author_key(a)) in self.full or (self.initials and _initial_key(key) in self.initials)]
+
+@dataclass
+class _Scores:
+    queries: _Queries
+    content: np.ndarray
+    final: np.ndarray
+    votes: np.ndarray | None
+    history: np.ndarray
+    interest: np.ndarray
+    weight: np.ndarray
+    followed: list[tuple[set[int], dict[int, list[str]]]]
+    in_category: list[set[int]]
+
+
+def _coverage(present: sparse.csr_matrix, queries: _Queries) -> np.ndarray:
+    """How much of each phrase each candidate contains: the share of the phrase's squared TF-IDF
+    weight on words present in the paper (1 = all of it), whatever the paper's length."""
+    if not queries.phrases:
+        return np.zeros((present.shape[0], 0), np.float32)
+    squared = queries.phrase_vectors.multiply(queries.phrase_vectors).tocsr()
+    return (present @ squared.T).toarray()

@@ -19,12 +19,13 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from .config import AppConfig
-from .db import Database
+from .db import Database, chunks
 from .delivery import DeliveryError, Transport
 from .links import LinkMaker, LinkSigner
 from .mail import compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
-from .ranking import Candidate, InterestScorer, Interests, Ranked, TextModel, paper_text
+from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
+from .training import community_clicks, load_histories
 from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
 from .settings import Settings
 
@@ -141,15 +142,17 @@ class Selector:
         return plans
 
     def _load(self, since: dt.datetime, subscribers: Sequence[Subscriber]) -> None:
-        """Fit the text model on the recent corpus; vectorize the papers first seen since `since`."""
+        """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
+        the candidates (papers first seen since `since`) once for everyone."""
         fit_since = min(since, self.now - dt.timedelta(days=self.config.ranking.fit_days))
+        self.histories = load_histories(self.db, [s.id for s in subscribers])
         with self.db.session() as session:
-            corpus = session.exec(
+            corpus = list(session.exec(
                 select(Paper).where(col(Paper.first_seen) >= fit_since, col(Paper.first_seen) <= self.now).order_by(Paper.id)
-            ).all()
-            fresh = [i for i, p in enumerate(corpus) if p.first_seen >= since]
-            self.papers = [corpus[i] for i in fresh]
-            ids = [p.id for p in self.papers]
+            ).all())
+            known = {p.id for p in corpus}
+            wanted = {p for h in self.histories.values() for p in h.papers} - known
+            corpus += [p for part in chunks(sorted(wanted)) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
             sent = session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
                 .join(Digest, col(Digest.id) == DigestItem.digest_id)
@@ -158,33 +161,42 @@ class Selector:
             ).all()
         for subscriber_id, paper_id in sent:
             self._sent.setdefault(subscriber_id, set()).add(paper_id)
+        fresh = [i for i, p in enumerate(corpus) if since <= p.first_seen <= self.now]
+        self.papers = [corpus[i] for i in fresh]
         if not self.papers:
             return
         phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
         self.model = TextModel()
-        matrix = self.model.fit_transform((paper_text(p.title, p.abstract) for p in corpus), keep=phrases)
-        self._matrix = matrix[fresh]
-        self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
-        self._ids = np.array(ids)
-        self._candidates = [Candidate(p.authors, p.categories) for p in self.papers]
-
-    def select(self, plan: Plan) -> Selection:
-        subscriber = plan.subscriber
-        if self.model is None:
-            return Selection(subscriber, plan.local_date, plan.window_start, self.now, [], [], 0)
-        fresh = self._first_seen >= plan.window_start.timestamp()
-        sent = self._sent.get(subscriber.id)
-        if sent:
-            fresh &= ~np.isin(self._ids, list(sent))
-        rows = np.flatnonzero(fresh)
-        scorer = InterestScorer(self.model, self.config.ranking)
-        ranked = scorer.rank(
-            Interests.from_subscriber(subscriber), self._matrix[rows], [self._candidates[i] for i in rows], subscriber.max_items
+        counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
+        self.candidates = Candidates.build(
+            self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers]
         )
-        for r in ranked:
-            r.index = int(rows[r.index])
-        papers = [self.papers[r.index] for r in ranked]
-        return Selection(subscriber, plan.local_date, plan.window_start, self.now, papers, ranked, len(rows))
+        row = {p.id: i for i, p in enumerate(corpus)}
+        example_ids = sorted({p for h in self.histories.values() for p in h.papers if p in row})
+        examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]])
+        community = Community(community_clicks(self.db), self.config.ranking.neighbours)
+        self.ranker = Ranker(self.model, self.config.ranking, examples, community)
+        self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
+        self._ids = np.array([p.id for p in self.papers])
+
+    def select(self, plans: Sequence[Plan]) -> list[Selection]:
+        """The chosen papers of each plan: ranked for all subscribers together."""
+        if self.model is None or not plans:
+            return [Selection(p.subscriber, p.local_date, p.window_start, self.now, [], [], 0) for p in plans]
+        readers, allowed = [], []
+        for plan in plans:
+            subscriber = plan.subscriber
+            mask = self._first_seen >= plan.window_start.timestamp()
+            sent = self._sent.get(subscriber.id)
+            if sent:
+                mask &= ~np.isin(self._ids, list(sent))
+            allowed.append(mask)
+            readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), self.histories.get(subscriber.id, History()), subscriber.max_items))
+        ranked = self.ranker.rank(readers, self.candidates, allowed)
+        return [
+            Selection(plan.subscriber, plan.local_date, plan.window_start, self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
+            for plan, chosen, mask in zip(plans, ranked, allowed)
+        ]
 
 
 class DigestSender:
@@ -225,15 +237,16 @@ class DigestSender:
         selector = Selector(self.db, self.config, now)
         report = SendReport()
         plans = selector.plan(self.subscribers(only), date)
+        selections = dict(zip((id(p) for p in plans if p.existing is None), selector.select([p for p in plans if p.existing is None])))
         with self.transport:
             for plan in plans:
-                outcome = self._one(selector, plan, dry_run, now)
+                outcome = self._one(plan, selections.get(id(plan)), dry_run, now)
                 report.outcomes.append(outcome)
                 if on_progress:
                     on_progress(outcome)
         return report
 
-    def _one(self, selector: Selector, plan: Plan, dry_run: bool, now: dt.datetime) -> Outcome:
+    def _one(self, plan: Plan, selection: Selection | None, dry_run: bool, now: dt.datetime) -> Outcome:
         outcome = Outcome(plan.subscriber.email, plan.local_date, "already")
         digest = plan.existing
         if digest is not None:
@@ -244,7 +257,7 @@ class DigestSender:
                 outcome.detail = f"{digest.status}, would resume"
                 return outcome
             return self._deliver(digest, plan.subscriber, now, outcome)
-        selection = selector.select(plan)
+        assert selection is not None
         if dry_run:
             outcome.status = "dry-run" if selection.ranked else "empty"
             outcome.items = len(selection.ranked)
@@ -411,7 +424,7 @@ def preview_digest(sender: DigestSender, subscriber: Subscriber, date: dt.date |
         items, papers = load_items(sender.db, plan.existing.id)
         view = sender.view(plan.existing, subscriber, items, papers)
         return Preview(plan.local_date, view, sender.renderer.render(view))
-    selection = selector.select(plan)
+    [selection] = selector.select([plan])
     if not selection.ranked:
         return Preview(plan.local_date, None, None, selection.empty_reason)
     view = DigestView(

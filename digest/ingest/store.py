@@ -14,12 +14,9 @@ from types import SimpleNamespace
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from ..db import chunks
 from ..models import Paper
 from .records import PaperRecord
-
-#: Ids per `IN (...)` lookup: well under SQLite's bound-parameter limit.
-_CHUNK = 500
-
 
 @dataclass
 class StoreStats:
@@ -59,10 +56,10 @@ def store_records(session: Session, records: Sequence[PaperRecord], source: str,
     by_title: dict[str, Paper | SimpleNamespace] = {}
     arxiv_ids = [r.arxiv_id for r in records if r.arxiv_id]
     title_keys = list({r.title_key for r in records})
-    for chunk in _chunks(arxiv_ids):
+    for chunk in chunks(arxiv_ids):
         for paper in session.exec(select(Paper).where(col(Paper.arxiv_id).in_(chunk))):
             by_arxiv[paper.arxiv_id] = paper
-    for chunk in _chunks(title_keys):
+    for chunk in chunks(title_keys):
         for paper in session.exec(select(Paper).where(col(Paper.title_key).in_(chunk)).order_by(Paper.id)):
             by_title.setdefault(paper.title_key, paper)
     fresh: list[SimpleNamespace] = []
@@ -143,8 +140,3 @@ def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
     for name, value in changes.items():
         setattr(paper, name, value)
     return bool(changes)
-
-
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
