@@ -79,8 +79,8 @@ class RankingConfig(BaseModel):
     min_like: float = Field(default=0.2, gt=0, le=1)
     #: Opened papers at which the history counts as much as the stated interests (w = n / (n + this)).
     evidence_scale: float = Field(default=2.0, gt=0)
-    #: How hard papers like those turned down (and, a little, those shown but not opened) are pushed down.
-    negative_weight: float = Field(default=1.0, ge=0)
+    #: How hard papers like those turned down ("less like this") are pushed down.
+    negative_weight: float = Field(default=1.5, ge=0)
     #: How hard an `avoid` phrase pushes a paper down.
     avoid_weight: float = Field(default=1.0, ge=0)
     #: Share of the subscriber's best score added for a followed author, and for a followed category.
@@ -88,10 +88,14 @@ class RankingConfig(BaseModel):
     category_boost: float = Field(default=0.05, ge=0)
     #: "Readers like you": a paper's score is multiplied by 1 + this x the votes of similar readers.
     readers_like_you: float = Field(default=2.0, ge=0)
+    #: ... where a paper's content score counts as at least this share of the reader's best match.
+    readers_like_you_floor: float = Field(default=0.35, ge=0, le=1)
     #: How many similar readers vote.
     neighbours: int = Field(default=50, ge=1)
-    #: Maximal marginal relevance: 0 ranks by score alone; higher spreads the top over more topics.
-    diversity: float = Field(default=0.2, ge=0, lt=1)
+    #: Near-duplicates at the top: papers whose cosine passes `duplicate_similarity` are pushed
+    #: apart (maximal marginal relevance) with this weight; 0 ranks by score alone.
+    diversity: float = Field(default=0.5, ge=0, lt=1)
+    duplicate_similarity: float = Field(default=0.6, ge=0, lt=1)
 
 
 class AppConfig(BaseModel):

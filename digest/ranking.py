@@ -7,14 +7,15 @@ The method (measured in docs/evaluation.md):
   authors. A candidate paper is a BM25 vector (k1=1.2, b=0.75, idf weights, no normalization); a
   query is a unit TF-IDF vector with sublinear term frequency.
 - A subscriber has up to three queries: their weighted interest phrases, the centroid of the papers
-  they opened or liked, and the centroid of those they turned down (with a little of those shown
-  but not opened). The content score blends the first two by evidence, w = n / (n + 2) for n
-  positive papers, so that a new subscriber is served by their interests alone and evidence
-  gradually takes over; the third is subtracted, and so are `avoid` phrases.
+  they opened or liked (sharpened by a little of those shown but not opened: Rocchio), and the
+  centroid of those they turned down. The content score blends the first two by evidence,
+  w = n / (n + 2) for n positive papers, so that a new subscriber is served by their interests
+  alone and evidence gradually takes over; the third is subtracted, and so are `avoid` phrases.
 - Followed authors and categories add a share of the subscriber's best score.
 - Readers like you: the 50 subscribers whose opened papers overlap most with yours vote for what
-  they opened; a paper's score is multiplied by 1 + 2 * votes. A paper nobody opened yet (every
-  brand-new one) keeps its content score: the prior only re-orders what the content finds.
+  they opened; a paper's score is multiplied by 1 + 2 * votes (its content score counting as at
+  least 35% of your best match). A paper nobody opened yet (every brand-new one) keeps its
+  content score.
 - A paper goes into an email only when it matches: it contains enough of an interest phrase, or it
   is like the papers the subscriber opened, or readers like them opened it, or it is by a
   followed author. The top of the list is then
@@ -44,6 +45,8 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 SMALL_CORPUS = 200
 #: An item's reason names the opened paper it is like when the history makes this share of its score.
 HISTORY_SHARE = 0.25
+#: History weights at or below this are papers turned down; between it and 0, papers skipped.
+TURNED_DOWN = -0.5
 
 
 class StemmingTokenizer:
@@ -115,6 +118,8 @@ class TextModel(TransformerMixin, BaseEstimator):
 
     def queries(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
         """Unit TF-IDF rows, term frequency 1 + ln(count)."""
+        if counts.shape[0] == 0:
+            return sparse.csr_matrix(counts.shape, dtype=np.float32)
         logged = counts.astype(np.float32, copy=True)
         logged.data = 1 + np.log(logged.data)
         return normalize(logged @ sparse.diags(self.idf_)).astype(np.float32).tocsr()
@@ -161,7 +166,8 @@ class Interests:
 @dataclass(frozen=True)
 class History:
     """A subscriber's feedback as examples: paper ids with signed weights (positive: opened or
-    liked; negative: turned down, or shown and not opened), and how many are positive."""
+    liked; at most `TURNED_DOWN`: turned down; between that and 0: shown and not opened), and how
+    many are positive."""
 
     papers: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
@@ -171,6 +177,10 @@ class History:
     def of(cls, positive: Iterable[int]) -> "History":
         ids = tuple(dict.fromkeys(positive))
         return cls(ids, tuple(1.0 for _ in ids), len(ids))
+
+    @property
+    def positive_papers(self) -> list[int]:
+        return [p for p, w in zip(self.papers, self.weights) if w > 0]
 
 
 @dataclass
@@ -288,32 +298,38 @@ class Community:
         self.unit = normalize(self.matrix).tocsr() if self.matrix.shape[0] else self.matrix
         self.neighbours = neighbours
 
-    def votes(self, keys: Sequence[int], candidate_ids: np.ndarray) -> np.ndarray:
-        """votes[u, d]: the similarity-weighted count of u's nearest readers who opened candidate d."""
-        result = np.zeros((len(keys), len(candidate_ids)), dtype=np.float32)
+    def votes(self, readers: Sequence[Reader], candidate_ids: np.ndarray) -> np.ndarray:
+        """votes[r, d]: how many of reader r's nearest readers opened candidate d, each counted by
+        the cosine of their opened papers with r's (r's own row never counts)."""
+        result = np.zeros((len(readers), len(candidate_ids)), dtype=np.float32)
         columns = np.array([self.paper_column.get(int(p), -1) for p in candidate_ids])
         wanted = np.flatnonzero(columns >= 0)
-        rows = [self.user_row.get(k, -1) for k in keys]
-        have = [i for i, r in enumerate(rows) if r >= 0]
-        if not wanted.size or not have:
+        rows, cols = [], []
+        for i, reader in enumerate(readers):
+            for paper, weight in zip(reader.history.papers, reader.history.weights):
+                column = self.paper_column.get(paper)
+                if weight > 0 and column is not None:
+                    rows.append(i)
+                    cols.append(column)
+        if not wanted.size or not rows:
             return result
-        similar = (self.unit[[rows[i] for i in have]] @ self.unit.T).tocsr()
+        mine = normalize(sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(readers), self.matrix.shape[1])))
+        similar = (mine @ self.unit.T).tocsr()
         top_rows, top_cols, top_vals = [], [], []
-        for local, i in enumerate(have):
-            start, end = similar.indptr[local], similar.indptr[local + 1]
+        for i, reader in enumerate(readers):
+            start, end = similar.indptr[i], similar.indptr[i + 1]
             others, sims = similar.indices[start:end], similar.data[start:end]
-            keep = (others != rows[i]) & (sims > 0)
+            keep = (others != self.user_row.get(reader.key, -1)) & (sims > 0)
             others, sims = others[keep], sims[keep]
             if others.size > self.neighbours:
                 cut = -np.partition(-sims, self.neighbours - 1)[self.neighbours - 1]
                 keep = sims >= cut
                 others, sims = others[keep], sims[keep]
-            top_rows.extend([local] * others.size)
+            top_rows.extend([i] * others.size)
             top_cols.extend(others.tolist())
             top_vals.extend(sims.tolist())
-        weights = sparse.csr_matrix((np.array(top_vals, np.float32), (top_rows, top_cols)), shape=(len(have), self.matrix.shape[0]))
-        counted = (weights @ self.matrix[:, columns[wanted]]).toarray()
-        result[np.ix_(have, wanted)] = counted
+        weights = sparse.csr_matrix((np.array(top_vals, np.float32), (top_rows, top_cols)), shape=(len(readers), self.matrix.shape[0]))
+        result[:, wanted] = (weights @ self.matrix[:, columns[wanted]]).toarray()
         return result
 
 
@@ -336,12 +352,21 @@ def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.
     return rows[np.lexsort((rows, -scores[rows]))]
 
 
-def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float) -> list[int]:
-    """Maximal marginal relevance over a pool already sorted best first: each next pick trades its
-    relevance (scaled to the pool's best) against its likeness to what was picked."""
+#: How many places at the top are diversified (a digest holds at most 50; its top is what is read).
+MMR_DEPTH = 20
+
+
+def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float, duplicate: float = 0.6, depth: int = MMR_DEPTH) -> list[int]:
+    """Maximal marginal relevance for the first `depth` places of a list sorted best first: each
+    next pick trades its relevance (scaled to the best) against how far its likeness to what was
+    picked goes beyond `duplicate` (cosine); places after `depth` follow the scores.
+
+    Only near-duplicates are pushed apart: papers that are merely on the same topic are what the
+    subscriber asked for (measured: a penalty on all likeness cost 8% nDCG@10 on real text)."""
     if diversity <= 0 or len(order) <= 1:
         return [int(i) for i in order[:k]]
-    pool = order[: max(k * 5, k)]
+    places = min(k, depth)
+    pool = order[: places * 5]
     relevance = scores[pool].astype(np.float64)
     top = relevance.max()
     relevance = relevance / top if top > 0 else relevance
@@ -350,14 +375,17 @@ def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: in
     closest = similar[0].copy()
     available = np.ones(len(pool), dtype=bool)
     available[0] = False
-    while len(chosen) < min(k, len(pool)):
-        value = (1 - diversity) * relevance - diversity * closest
+    while len(chosen) < min(places, len(pool)):
+        value = (1 - diversity) * relevance - diversity * np.maximum(closest - duplicate, 0) / (1 - duplicate)
         value[~available] = -np.inf
         pick = int(np.argmax(value))
         chosen.append(pick)
         available[pick] = False
         closest = np.maximum(closest, similar[pick])
-    return [int(pool[i]) for i in chosen]
+    picked = [int(pool[i]) for i in chosen]
+    taken = set(picked)
+    picked += [int(i) for i in order if int(i) not in taken][: k - len(picked)]
+    return picked
 
 
 # --- the ranker ----------------------------------------------------------------------------------
@@ -415,35 +443,48 @@ class Ranker:
                 avoid_cols.append(len(phrases))
                 owner.append(-1)
                 phrases.append(phrase)
-        phrase_vectors = model.transform(phrases) if phrases else sparse.csr_matrix((0, n_terms), dtype=np.float32)
+        phrase_counts = model.counts(phrases) if phrases else sparse.csr_matrix((0, n_terms), dtype=np.float32)
+        phrase_vectors = model.queries(phrase_counts)
         shape = (len(readers), len(phrases))
         weights = sparse.csr_matrix((np.array(weight_vals, np.float32), (weight_rows, weight_cols)), shape=shape)
         avoid = sparse.csr_matrix((np.ones(len(avoid_rows), np.float32), (avoid_rows, avoid_cols)), shape=shape)
-        interest = normalize(weights @ phrase_vectors).tocsr()
-        avoid_q = normalize(avoid @ phrase_vectors).tocsr()
+        # All of a reader's phrases make one query, as if written as one text (each word counted
+        # as often as its phrases' weights say): a phrase of rare words is not drowned by a common one.
+        interest = model.queries(weights @ phrase_counts)
+        avoid_q = model.queries(avoid @ phrase_counts)
         positive, negative, negative_mass = self._history_queries(readers, n_terms)
         return _Queries(interest, avoid_q, positive, negative, negative_mass, phrases, phrase_vectors, weights)
 
     def _history_queries(self, readers: Sequence[Reader], n_terms: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+        """Rocchio: the positive query is the mean of the opened papers less a little of the mean
+        of those skipped (which sharpens it without pushing the whole topic down); papers turned
+        down make a query of their own, subtracted by the evidence for it."""
         examples = self.examples
         empty = sparse.csr_matrix((len(readers), n_terms), dtype=np.float32)
         if examples is None or not any(r.history.papers for r in readers):
             return empty, empty, np.zeros(len(readers), np.float32)
-        pos_r, pos_c, pos_v, neg_r, neg_c, neg_v = [], [], [], [], [], []
+        kinds: dict[str, tuple[list[int], list[int], list[float]]] = {k: ([], [], []) for k in ("positive", "skipped", "down")}
         for i, reader in enumerate(readers):
             for paper, weight in zip(reader.history.papers, reader.history.weights):
                 row = examples.row.get(paper)
                 if row is None:
                     continue
-                if weight > 0:
-                    pos_r.append(i), pos_c.append(row), pos_v.append(weight)
-                else:
-                    neg_r.append(i), neg_c.append(row), neg_v.append(-weight)
+                kind = "positive" if weight > 0 else ("down" if weight <= TURNED_DOWN else "skipped")
+                rows, cols, vals = kinds[kind]
+                rows.append(i), cols.append(row), vals.append(abs(weight))
         shape = (len(readers), examples.vectors.shape[0])
-        positive = sparse.csr_matrix((np.array(pos_v, np.float32), (pos_r, pos_c)), shape=shape)
-        negative = sparse.csr_matrix((np.array(neg_v, np.float32), (neg_r, neg_c)), shape=shape)
-        mass = np.asarray(negative.sum(axis=1)).ravel().astype(np.float32)
-        return normalize(positive @ examples.vectors).tocsr(), normalize(negative @ examples.vectors).tocsr(), mass
+        matrices = {k: sparse.csr_matrix((np.array(v, np.float32), (r, c)), shape=shape) for k, (r, c, v) in kinds.items()}
+        mean_positive = normalize(matrices["positive"], norm="l1") @ examples.vectors
+        skipped = matrices["skipped"]
+        counts = np.maximum(np.diff(skipped.indptr), 1).astype(np.float32)
+        mean_skipped = sparse.diags(1 / counts) @ skipped @ examples.vectors  # weights (0.15) times the mean
+        has_positive = np.diff(matrices["positive"].indptr) > 0
+        positive = normalize(mean_positive - sparse.diags(has_positive.astype(np.float32)) @ mean_skipped).tocsr()
+        positive.data = np.maximum(positive.data, 0)  # a query never asks for a word's absence
+        positive = normalize(positive).tocsr()
+        down = matrices["down"]
+        mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
+        return positive, normalize(down @ examples.vectors).tocsr(), mass
 
     def _score(self, readers: Sequence[Reader], candidates: Candidates) -> "_Scores":
         cfg = self.config
@@ -475,8 +516,10 @@ class Ranker:
         votes = None
         final = content
         if self.community is not None and cfg.readers_like_you > 0:
-            votes = self.community.votes([r.key for r in readers], candidates.ids)
-            final = content + cfg.readers_like_you * votes * np.maximum(content, 0)
+            votes = self.community.votes(readers, candidates.ids)
+            # A paper readers like you opened counts as if its content score were at least a share of
+            # the reader's best match: collaborative evidence can surface what the words miss.
+            final = content + cfg.readers_like_you * votes * np.maximum(content, cfg.readers_like_you_floor * best)
         return _Scores(q, content, final, votes, history, interest, w, followed, in_category)
 
     def _rank_chunk(self, readers, candidates, allowed, k, require_match, explain) -> list[list[Ranked]]:  # noqa: ANN001
@@ -501,13 +544,13 @@ class Ranker:
                 if likeness is not None and reader.history.positives:
                     matched |= likeness[:, i] >= cfg.min_like
                 if s.votes is not None:
-                    matched |= (s.votes[i] > 0) & (s.content[i] > 0)
+                    matched |= s.votes[i] > 0
                 if s.followed[i][0]:
                     matched[list(s.followed[i][0])] = True
                 mask &= matched
             limit = k or reader.max_items
-            order = top_k(scores, max(limit * 5, limit), mask)
-            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity)
+            order = top_k(scores, limit + 4 * min(limit, MMR_DEPTH), mask)
+            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity)
             ranked = [Ranked(row, float(scores[row])) for row in picked]
             if explain:
                 for item in ranked:

@@ -1,0 +1,537 @@
+"""Offline evaluation (`digest eval`) and the click-feedback simulation (`digest simulate`).
+
+Both run the production code: profiles are validated as `profiles.Profile`, feedback becomes a
+`ranking.History` through `training` (the simulation writes real digests and click events to a
+SQLite database and calls `training.retrain`), and papers are ranked by `ranking.Ranker`. Nothing
+here is a separate research model. The baselines are what the ranker must beat: random,
+popularity, TF-IDF cosine to the interests, and arxiv-sanity-lite's per-user SVM.
+
+Dataset format: DESIGN.md § Evaluation (`papers.jsonl`, `users.jsonl`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+from sqlalchemy import insert
+
+from .config import RankingConfig
+from .db import Database
+from .feedback import Evidence
+from .models import Digest, DigestItem, DigestStatus, FeedbackEvent, FeedbackKind, Paper, Subscriber
+from .profiles import Profile
+from .ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
+from .training import history_from_evidence, load_histories, retrain
+
+log = logging.getLogger(__name__)
+
+MODES = ("both", "interests", "history")
+
+
+# --- the dataset ---------------------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    id: str
+    interests: list[str]
+    history: np.ndarray  # paper rows
+    relevant: np.ndarray  # paper rows
+
+
+@dataclass
+class Dataset:
+    name: str
+    ids: list[str]
+    titles: list[str]
+    abstracts: list[str]
+    authors: list[list[str]]
+    published: list[str | None]
+    users: list[User]
+
+    @property
+    def texts(self) -> list[str]:
+        return [paper_text(t, a, au) for t, a, au in zip(self.titles, self.abstracts, self.authors)]
+
+
+class DatasetError(ValueError):
+    pass
+
+
+def load_dataset(folder: str | Path, limit_users: int | None = None) -> Dataset:
+    """Read `papers.jsonl` and `users.jsonl`; papers a user names but the corpus lacks are dropped."""
+    folder = Path(folder)
+    papers_file, users_file = folder / "papers.jsonl", folder / "users.jsonl"
+    for path in (papers_file, users_file):
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing (a dataset is a folder with papers.jsonl and users.jsonl)")
+    ids, titles, abstracts, authors, published = [], [], [], [], []
+    for number, line in enumerate(papers_file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            paper = json.loads(line)
+            ids.append(str(paper["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{papers_file}:{number}: not a paper ({exc})") from None
+        titles.append(paper.get("title") or "")
+        abstracts.append(paper.get("abstract") or "")
+        authors.append([a for a in paper.get("authors") or [] if isinstance(a, str)])
+        published.append(paper.get("published"))
+    row = {pid: i for i, pid in enumerate(ids)}
+    users = []
+    for number, line in enumerate(users_file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            user = User(
+                str(item["id"]),
+                [p for p in item.get("interests") or [] if isinstance(p, str) and p.strip()],
+                np.array([row[p] for p in item.get("history") or [] if p in row], dtype=np.int64),
+                np.array([row[p] for p in item.get("relevant") or [] if p in row], dtype=np.int64),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{users_file}:{number}: not a user ({exc})") from None
+        if user.relevant.size:
+            users.append(user)
+        if limit_users and len(users) >= limit_users:
+            break
+    return Dataset(folder.name, ids, titles, abstracts, authors, published, users)
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def metrics(ranked: np.ndarray, relevant: np.ndarray) -> tuple[float, float, float]:
+    """recall@10, recall@50 and nDCG@10 (binary relevance) of one ranking."""
+    hits = np.isin(ranked[:50], relevant)
+    r10 = hits[:10].sum() / relevant.size
+    r50 = hits.sum() / relevant.size
+    gains = hits[:10] / np.log2(np.arange(2, 12))[: hits[:10].size]
+    ideal = (1 / np.log2(np.arange(2, 12))[: min(relevant.size, 10)]).sum()
+    return float(r10), float(r50), float(gains.sum() / ideal)
+
+
+@dataclass
+class Result:
+    method: str
+    mode: str
+    recall10: float
+    recall50: float
+    ndcg10: float
+    ms_per_user: float
+    users: int
+    rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def row(self) -> dict:
+        return {"method": self.method, "mode": self.mode, "recall@10": self.recall10, "recall@50": self.recall50,
+                "nDCG@10": self.ndcg10, "ms_per_user": self.ms_per_user, "users": self.users}
+
+
+Scorer = Callable[[Sequence[User]], list[np.ndarray]]  # users -> each user's ranked paper rows
+
+
+def score(name: str, mode: str, dataset: Dataset, ranker: Scorer, k: int, batch: int = 256, keep: bool = False) -> Result:
+    """Run `ranker` over every user in batches, timing it, and average the metrics."""
+    totals = np.zeros(3)
+    rankings: dict[str, list[str]] = {}
+    elapsed = 0.0
+    for start in range(0, len(dataset.users), batch):
+        users = dataset.users[start : start + batch]
+        began = time.perf_counter()
+        ranked = ranker(users)
+        elapsed += time.perf_counter() - began
+        for user, rows in zip(users, ranked):
+            totals += metrics(rows, user.relevant)
+            if keep:
+                rankings[user.id] = [dataset.ids[r] for r in rows[:k]]
+    n = len(dataset.users)
+    return Result(name, mode, *(totals / n), 1000 * elapsed / n, n, rankings)
+
+
+def _exclude_history(scores: np.ndarray, users: Sequence[User], k: int) -> list[np.ndarray]:
+    out = []
+    for row, user in zip(scores, users):
+        row = row.astype(np.float64, copy=True)
+        row[user.history] = -np.inf
+        top = np.argpartition(-row, k)[:k]
+        out.append(top[np.argsort(-row[top], kind="stable")])
+    return out
+
+
+# --- baselines -----------------------------------------------------------------------------------
+
+
+def random_baseline(dataset: Dataset, k: int, seed: int = 0) -> Scorer:
+    rng = np.random.default_rng(seed)
+    return lambda users: _exclude_history(rng.random((len(users), len(dataset.ids))), users, k)
+
+
+def popularity_baseline(dataset: Dataset, k: int) -> Scorer:
+    """How many users have the paper in their history."""
+    counts = np.bincount(np.concatenate([u.history for u in dataset.users] or [np.zeros(0, np.int64)]), minlength=len(dataset.ids)).astype(np.float64)
+    counts += np.linspace(0, 1e-6, len(dataset.ids))[::-1]  # ties by position
+    return lambda users: _exclude_history(np.tile(counts, (len(users), 1)), users, k)
+
+
+def interests_baseline(dataset: Dataset, k: int) -> Scorer:
+    """TF-IDF cosine between each paper and the user's interests (scikit-learn defaults, English stop words)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32)
+    docs = vectorizer.fit_transform(dataset.texts)
+
+    def rank(users: Sequence[User]) -> list[np.ndarray]:
+        queries = vectorizer.transform([" ".join(u.interests) for u in users])
+        return _exclude_history((queries @ docs.T).toarray(), users, k)
+
+    return rank
+
+
+def arxiv_sanity_baseline(dataset: Dataset, k: int) -> Scorer:
+    """arxiv-sanity-lite: TF-IDF of title + abstract + authors (word 1-2-grams, 20,000 features,
+    sublinear tf, max_df=0.1, min_df=5, English stop words, float32) and one
+    LinearSVC(C=0.01, class_weight="balanced") per user, positives = history, negatives = every
+    other paper, ranked by decision_function."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    vectorizer = TfidfVectorizer(
+        input="content", encoding="utf-8", decode_error="replace", strip_accents="unicode", lowercase=True,
+        analyzer="word", stop_words="english", token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]+\b", ngram_range=(1, 2),
+        max_features=20000, norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True, max_df=0.1, min_df=5, dtype=np.float32,
+    )
+    texts = [f"{t} {a} {' '.join(au)}" for t, a, au in zip(dataset.titles, dataset.abstracts, dataset.authors)]
+    x = vectorizer.fit_transform(texts)
+
+    def rank(users: Sequence[User]) -> list[np.ndarray]:
+        out = []
+        for user in users:
+            y = np.zeros(x.shape[0], dtype=np.int8)
+            y[user.history] = 1
+            if not user.history.size:
+                out.append(np.arange(k))
+                continue
+            svm = LinearSVC(class_weight="balanced", C=0.01, max_iter=10000, tol=1e-6)
+            svm.fit(x, y)
+            out.extend(_exclude_history(svm.decision_function(x)[None, :], [user], k))
+        return out
+
+    return rank
+
+
+# --- the production ranker -----------------------------------------------------------------------
+
+
+@dataclass
+class Production:
+    """The production ranker, fitted once on the dataset's corpus."""
+
+    dataset: Dataset
+    config: RankingConfig
+    model: TextModel
+    candidates: Candidates
+    examples: Examples
+    interests: list[Interests]
+
+    @classmethod
+    def fit(cls, dataset: Dataset, config: RankingConfig | None = None) -> "Production":
+        interests = [profile_interests(u) for u in dataset.users]
+        model = TextModel()
+        counts = model.fit_counts(dataset.texts, keep=[p for i in interests for p in i.all_phrases()])
+        rows = range(len(dataset.ids))
+        candidates = Candidates.build(model, list(rows), counts, dataset.authors, [[] for _ in rows])
+        examples = Examples(candidates.vectors, {r: r for r in rows}, dict(zip(rows, dataset.titles)))
+        return cls(dataset, config or RankingConfig(), model, candidates, examples, interests)
+
+    def ranker(self, community: Community | None) -> Ranker:
+        return Ranker(self.model, self.config, self.examples, community, chunk=128)
+
+    def reader(self, index: int, history: History, mode: str) -> Reader:
+        interests = self.interests[index] if mode != "history" else Interests(())
+        return Reader(index, interests, history if mode != "interests" else History(), max_items=10)
+
+    def scorer(self, mode: str, k: int, community: Community | None) -> Scorer:
+        ranker = self.ranker(community)
+        position = {id(u): i for i, u in enumerate(self.dataset.users)}
+
+        def rank(users: Sequence[User]) -> list[np.ndarray]:
+            readers = [self.reader(position[id(u)], history_of(u.history), mode) for u in users]
+            allowed = []
+            for user in users:
+                mask = np.ones(len(self.dataset.ids), dtype=bool)
+                mask[user.history] = False
+                allowed.append(mask)
+            ranked = ranker.rank(readers, self.candidates, allowed, k=k, require_match=False, explain=False)
+            return [np.array([r.index for r in items], dtype=np.int64) for items in ranked]
+
+        return rank
+
+
+def profile_interests(user: User) -> Interests:
+    """The user's interests as a subscriber profile would give them (validated the same way)."""
+    if not user.interests:
+        return Interests(())
+    try:
+        profile = Profile(email="reader@example.org", interests=user.interests[:50])
+    except ValidationError:
+        return Interests(tuple((p, 1.0) for p in user.interests if p.strip()))
+    return Interests.from_subscriber(profile)
+
+
+def history_of(rows: Iterable[int]) -> History:
+    """Past clicks as the retraining code turns them into a subscriber's examples."""
+    return history_from_evidence(Evidence(positive=[int(r) for r in rows]))
+
+
+def community_of(dataset: Dataset, neighbours: int) -> Community:
+    """Every user's clicks: what "readers like you" draws on."""
+    return Community({i: [int(r) for r in u.history] for i, u in enumerate(dataset.users)}, neighbours)
+
+
+def evaluate(
+    dataset: Dataset,
+    modes: Sequence[str] = MODES,
+    k: int = 100,
+    baselines: bool = True,
+    config: RankingConfig | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Every method in every mode where it applies; the production ranking keeps its top-k lists."""
+    results: list[Result] = []
+
+    def add(result: Result) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+
+    began = time.perf_counter()
+    production = Production.fit(dataset, config)
+    log.info("production text model fitted in %.1f s", time.perf_counter() - began)
+    community = community_of(dataset, production.config.neighbours)
+    for mode in modes:
+        add(score("production", mode, dataset, production.scorer(mode, k, community), k, keep=True))
+        if mode != "interests":
+            add(score("production, content only", mode, dataset, production.scorer(mode, k, None), k))
+    if baselines:
+        add(score("random", "any", dataset, random_baseline(dataset, k), k))
+        add(score("popularity", "any", dataset, popularity_baseline(dataset, k), k))
+        if "history" not in modes or set(modes) != {"history"}:
+            add(score("interests only (TF-IDF)", "interests", dataset, interests_baseline(dataset, k), k))
+        if "interests" not in modes or len(modes) > 1:
+            add(score("arxiv-sanity-lite (SVM)", "history", dataset, arxiv_sanity_baseline(dataset, k), k, batch=16))
+    return results
+
+
+def write_rankings(result: Result, path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for user, ranked in result.rankings.items():
+            handle.write(json.dumps({"user": user, "ranked": ranked}) + "\n")
+
+
+# --- the click-feedback simulation ---------------------------------------------------------------
+
+
+@dataclass
+class SimDay:
+    day: int
+    shown: int
+    clicks: int
+
+    @property
+    def ctr(self) -> float:
+        return self.clicks / self.shown if self.shown else 0.0
+
+
+@dataclass
+class SimReport:
+    with_feedback: list[SimDay]
+    without_feedback: list[SimDay]
+    users: int
+    seconds: float
+
+    def summary(self) -> dict:
+        def last(days: list[SimDay]) -> float:
+            tail = days[-5:]
+            shown = sum(d.shown for d in tail)
+            return sum(d.clicks for d in tail) / shown if shown else 0.0
+
+        first = self.with_feedback[0].ctr if self.with_feedback else 0.0
+        return {
+            "users": self.users,
+            "days": len(self.with_feedback),
+            "ctr_day1": first,
+            "ctr_last5_with_feedback": last(self.with_feedback),
+            "ctr_last5_without_feedback": last(self.without_feedback),
+            "lift_last5_over_day1": last(self.with_feedback) / first if first else math.inf,
+            "seconds": self.seconds,
+        }
+
+
+def day_of_each_paper(dataset: Dataset, days: int, seed: int) -> np.ndarray:
+    """The day (0..days-1) each paper appears on: by `published` where every paper has one, else a
+    seeded shuffle into equal days."""
+    n = len(dataset.ids)
+    if all(dataset.published) and n:
+        order = np.argsort(np.array([str(p) for p in dataset.published]), kind="stable")
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+    day = np.empty(n, dtype=np.int64)
+    day[order] = np.arange(n) * days // max(n, 1)
+    return day
+
+
+class SimulatedService:
+    """A real database behind the simulation: subscribers, sent digests and click events, so that
+    learning goes through `feedback.gather_evidence` and `training.retrain` as in production."""
+
+    def __init__(self, dataset: Dataset, folder: Path) -> None:
+        self.db = Database(f"sqlite:///{folder / 'simulate.db'}")
+        self.dataset = dataset
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        with self.db.transaction() as session:
+            session.execute(insert(Paper), [
+                {"id": i + 1, "title": title or pid, "title_key": f"eval {pid}", "abstract": "", "authors": [], "categories": [],
+                 "source": "eval", "first_seen": now}
+                for i, (pid, title) in enumerate(zip(dataset.ids, dataset.titles))
+            ])
+            session.execute(insert(Subscriber), [
+                {"id": i + 1, "email": f"user{i + 1}@simulation.invalid", "interests": [], "avoid": [], "authors": [], "categories": [],
+                 "created_at": now, "updated_at": now}
+                for i in range(len(dataset.users))
+            ])
+        self._next_digest = 1
+        self._next_item = 1
+
+    def record(self, day: int, shown: list[np.ndarray], clicked: list[set[int]]) -> None:
+        """Store the day's digests (sent) and the clicks on them, in one transaction."""
+        when = dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc) + dt.timedelta(days=day)
+        digests, items, events = [], [], []
+        for user, (rows, clicks) in enumerate(zip(shown, clicked)):
+            if not len(rows):
+                continue
+            digest_id = self._next_digest
+            self._next_digest += 1
+            digests.append({"id": digest_id, "subscriber_id": user + 1, "local_date": when.date(), "status": DigestStatus.SENT.value,
+                            "window_start": when, "window_end": when, "created_at": when, "sent_at": when, "attempts": 1})
+            for rank, row in enumerate(rows, start=1):
+                item_id = self._next_item
+                self._next_item += 1
+                items.append({"id": item_id, "digest_id": digest_id, "paper_id": int(row) + 1, "rank": rank, "score": 0.0, "reason": ""})
+                if int(row) in clicks:
+                    events.append({"subscriber_id": user + 1, "digest_id": digest_id, "digest_item_id": item_id, "paper_id": int(row) + 1,
+                                   "kind": FeedbackKind.CLICK.value, "repeat": False, "created_at": when + dt.timedelta(hours=1)})
+        with self.db.transaction() as session:
+            for table, rows_ in ((Digest, digests), (DigestItem, items), (FeedbackEvent, events)):
+                if rows_:
+                    session.execute(insert(table), rows_)
+
+    def histories(self) -> dict[int, History]:
+        """Each user's model as `digest retrain` leaves it, in dataset rows."""
+        retrain(self.db)
+        stored = load_histories(self.db, range(1, len(self.dataset.users) + 1))
+        return {
+            subscriber - 1: History(tuple(p - 1 for p in h.papers), h.weights, h.positives)
+            for subscriber, h in stored.items()
+        }
+
+
+def simulate(
+    dataset: Dataset,
+    days: int = 20,
+    k: int = 10,
+    seed: int = 0,
+    config: RankingConfig | None = None,
+    log_path: str | Path | None = None,
+    on_day: Callable[[str, SimDay], None] | None = None,
+) -> SimReport:
+    """Each user joins as a new subscriber, with their interests and no clicks, beside established
+    readers (every user's library: what "readers like you" draws on, the user's own never counting
+    for them). Every day the papers of that day (not in their library) are ranked, the top `k` are
+    sent, and the simulated reader clicks those in `relevant`. With feedback, the clicks are
+    stored as events, retrained on, and join the readers' evidence before the next day; without,
+    the same service never learns from them."""
+    began = time.perf_counter()
+    production = Production.fit(dataset, config)
+    paper_day = day_of_each_paper(dataset, days, seed)
+    relevant = [set(u.relevant.tolist()) for u in dataset.users]
+    excluded = [u.history for u in dataset.users]
+    established = [u.history.tolist() for u in dataset.users]
+    log_handle = open(log_path, "w", encoding="utf-8") if log_path else None
+    report = {"with": [], "without": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="digest-simulate-") as folder:
+            service = SimulatedService(dataset, Path(folder))
+            histories: dict[int, History] = {}
+            for day in range(days):
+                today = paper_day == day
+                for arm in ("with", "without"):
+                    feedback = arm == "with"
+                    # The service's established readers (their libraries) and what users clicked so far.
+                    clicks = {i: list(rows) for i, rows in enumerate(established)}
+                    if feedback:
+                        for u, h in histories.items():
+                            clicks[u] = clicks[u] + h.positive_papers
+                    community = Community(clicks, production.config.neighbours)
+                    ranker = production.ranker(community)
+                    readers = [
+                        production.reader(i, histories.get(i, History()) if feedback else History(), "both")
+                        for i in range(len(dataset.users))
+                    ]
+                    allowed = []
+                    for user_rows in excluded:
+                        mask = today.copy()
+                        mask[user_rows] = False
+                        allowed.append(mask)
+                    ranked = ranker.rank(readers, production.candidates, allowed, k=k, require_match=False, explain=False)
+                    shown = [np.array([r.index for r in items], dtype=np.int64) for items in ranked]
+                    clicked = [set(rows.tolist()) & rel for rows, rel in zip(shown, relevant)]
+                    result = SimDay(day + 1, sum(len(s) for s in shown), sum(len(c) for c in clicked))
+                    report[arm].append(result)
+                    if on_day:
+                        on_day(arm, result)
+                    if log_handle:
+                        for user, rows, clicks in zip(dataset.users, shown, clicked):
+                            log_handle.write(json.dumps({"day": day + 1, "user": user.id, "feedback": feedback,
+                                                         "shown": [dataset.ids[r] for r in rows], "clicked": [dataset.ids[r] for r in rows if r in clicks]}) + "\n")
+                    if feedback:
+                        service.record(day, shown, clicked)
+                histories = service.histories()
+    finally:
+        if log_handle:
+            log_handle.close()
+    return SimReport(report["with"], report["without"], len(dataset.users), time.perf_counter() - began)
+
+
+def plot(report: SimReport, path: str | Path, title: str) -> None:
+    """Click-through per day, with and without feedback, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = [d.day for d in report.with_feedback]
+    figure, axes = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    axes.plot(days, [100 * d.ctr for d in report.with_feedback], marker="o", label="with feedback (clicks retrained on daily)")
+    axes.plot(days, [100 * d.ctr for d in report.without_feedback], marker="s", linestyle="--", label="without feedback (interests only)")
+    axes.set_xlabel("day")
+    axes.set_ylabel("click-through (%)")
+    axes.set_title(title)
+    axes.set_xticks(days)
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
