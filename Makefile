@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench serve lint setup clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,18 @@ run: $(STAMP)
 	$(BIN)/digest run
 
 test: $(STAMP)
+	$(BIN)/ruff check digest tests
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/digest bench
+
+serve: $(STAMP)
+	$(BIN)/digest init
+	$(BIN)/digest serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check digest tests
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

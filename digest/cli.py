@@ -26,7 +26,7 @@ from .delivery import make_transport
 from .ingest import IngestResult, SourceSpec, ingest_sources
 from .profiles import load_profiles, sync_profiles
 from .render import Renderer
-from .send import DigestSender, SendReport, preview_digest
+from .send import DigestSender, SendOptions, SendReport, preview_digest
 from .settings import Settings, SettingsError
 from .yamlfile import FileError
 
@@ -101,6 +101,8 @@ def main(ctx: click.Context, verbose: int) -> None:
         level=max(level, logging.DEBUG), format="%(message)s", datefmt="[%X]",
         handlers=[RichHandler(console=errors, show_path=False, markup=False, rich_tracebacks=True)],
     )
+    # The scheduler narrates every job at INFO; that is debugging detail here.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     ctx.obj = App()
 
 
@@ -251,22 +253,27 @@ def preview(app: App, email: str, date_text: str | None, out: Path | None) -> No
 @click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Send the digests of this local date (default: today, per subscriber).")
 @click.option("--only", metavar="EMAIL", help="Only this subscriber.")
 @click.option("--dry-run", is_flag=True, help="Choose and show the papers; store and send nothing.")
+@click.option("--due", is_flag=True, help="Only subscribers whose send time has come today (what the scheduler runs).")
+@click.option("--retry-failed", is_flag=True, help="Also try again digests the server refused for good (5xx).")
+@click.option("--resend-unknown", is_flag=True, help="Also send again digests whose delivery was interrupted (may duplicate).")
 @click.pass_obj
-def send(app: App, date_text: str | None, only: str | None, dry_run: bool) -> None:
-    """Send the day's digest to every subscriber due (exit 1 when any delivery failed)."""
-    report = run_send(app, parse_date(date_text), only, dry_run)
+def send(app: App, date_text: str | None, only: str | None, dry_run: bool, due: bool, retry_failed: bool, resend_unknown: bool) -> None:
+    """Send the day's digest to every subscriber (exit 1 when any delivery failed or was deferred)."""
+    options = SendOptions(dry_run=dry_run, due_only=due, retry_failed=retry_failed, resend_unknown=resend_unknown)
+    report = run_send(app, parse_date(date_text), only, options)
     sys.exit(FAILED if report.failed else OK)
 
 
-def run_send(app: App, date: dt.date | None, only: str | None, dry_run: bool) -> SendReport:
+def run_send(app: App, date: dt.date | None, only: str | None, options: SendOptions | None = None) -> SendReport:
+    options = options or SendOptions()
     sender = app.sender()
     if only and not sender.subscribers(only):
         fail(f"no active subscriber {only!r}", BAD_INPUT)
     with progress() as bar:
         task = bar.add_task("sending", total=len(sender.subscribers(only)))
-        report = sender.run(date=date, only=only, dry_run=dry_run, on_progress=lambda _: bar.advance(task))
+        report = sender.run(date=date, only=only, options=options, on_progress=lambda _: bar.advance(task))
     print_send(report)
-    if app.settings.transport == "outbox" and not dry_run:
+    if app.settings.transport == "outbox" and not options.dry_run:
         previews = write_previews(report, app.settings.outbox.parent / "preview")
         if previews:
             console.print(f"Messages are in {app.settings.outbox}/; their HTML, for a browser, in {previews[0].parent}/, e.g. {previews[0]}")
@@ -278,7 +285,7 @@ def print_send(report: SendReport) -> None:
     for column in ("subscriber", "date", "result", "items", "top paper / detail"):
         table.add_column(column, justify="right" if column == "items" else "left", overflow="fold")
     for o in report.outcomes:
-        style = {"sent": "green", "failed": "red", "unknown": "yellow"}.get(o.status, "")
+        style = {"sent": "green", "failed": "red", "deferred": "red", "unknown": "yellow"}.get(o.status, "")
         status = f"[{style}]{o.status}[/]" if style else o.status
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
     console.print(table)
@@ -287,8 +294,14 @@ def print_send(report: SendReport) -> None:
     elif all(o.status == "already" for o in report.outcomes):
         console.print("Nothing new to send: every digest for today was sent already.")
     else:
-        counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "unknown", "dry-run")}
-        console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".")
+        counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "deferred", "unknown", "dry-run")}
+        parts = [f"{n} {s}" for s, n in counts.items() if n]
+        if report.retries:
+            parts.insert(1, f"{report.retries} retried")
+        console.print(", ".join(parts) + ".")
+    for o in report.outcomes:
+        if o.status in ("failed", "deferred", "unknown"):
+            console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
 
 
 def write_previews(report: SendReport, folder: Path) -> list[Path]:
@@ -318,7 +331,7 @@ def run(app: App) -> None:
     print_ingest(results)
     invalid = run_sync(app)
     run_retrain(app)
-    report = run_send(app, None, None, False)
+    report = run_send(app, None, None)
     sys.exit(FAILED if report.failed or invalid or not all(r.ok for r in results) else OK)
 
 
@@ -369,7 +382,7 @@ def retrain(app: App, everyone: bool) -> None:
     sys.exit(OK if report is not None else FAILED)
 
 
-def run_retrain(app: App, everyone: bool = False):  # noqa: ANN201
+def run_retrain(app: App, everyone: bool = False):
     from .training import retrain as rebuild
 
     report = rebuild(app.db, force=everyone)
@@ -459,3 +472,57 @@ def simulate(app: App, dataset: Path, days: int, k: int, seed: int, log_path: Pa
         f"({summary['lift_last5_over_day1']:.2f} x day 1), {summary['ctr_last5_without_feedback']:.4f} without. "
         f"{summary['seconds']:.0f} s."
     )
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: the host of DIGEST_BASE_URL).")
+@click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
+@click.pass_obj
+def serve(app: App, host: str | None, port: int | None) -> None:
+    """The long-running service: the scheduler (ingest, send at each subscriber's local time,
+    nightly retraining) and the web endpoints, until SIGTERM or SIGINT."""
+    from .service import serve as run_service
+
+    try:
+        app.settings.require_secret_key()
+    except SettingsError as exc:
+        fail(str(exc), BAD_INPUT)
+    _ = app.config  # a broken config/digest.yaml stops here, with its file and line
+    run_service(app.settings, host, port)
+
+
+@main.command()
+@click.option("--days", default=7, show_default=True, help="How far back to list problems.")
+@click.pass_obj
+def status(app: App, days: int) -> None:
+    """Today's digests by state, the last ingest of each source, and recent failures."""
+    from .status import status as gather
+
+    found = gather(app.db, days=days)
+    table = Table(title=f"Digests ({found.active} active subscribers)")
+    states = sorted({s for _, s in found.digests})
+    table.add_column("local date")
+    for state in states:
+        table.add_column(state, justify="right")
+    for day in sorted({d for d, _ in found.digests}):
+        table.add_row(str(day), *[str(found.digests.get((day, s), 0)) for s in states])
+    console.print(table if found.digests else "No digests for the days that are today somewhere.")
+    runs = Table(title="Last ingest of each source")
+    for column in ("source", "when (UTC)", "result", "new", "updated", "skipped", "seconds", "detail"):
+        runs.add_column(column, justify="right" if column in ("new", "updated", "skipped", "seconds") else "left", overflow="fold")
+    for run in found.ingests:
+        style = "red" if run.status == "failed" else ""
+        runs.add_row(run.source, f"{run.started_at:%Y-%m-%d %H:%M}", f"[{style}]{run.status}[/]" if style else run.status,
+                     str(run.new), str(run.updated), str(run.skipped), f"{run.seconds:.1f}", (run.detail or "")[:120])
+    console.print(runs if found.ingests else "No ingest has run yet.")
+    if found.problems or found.switched_off:
+        problems = Table(title=f"Problems in the last {days} days")
+        for column in ("subscriber", "date", "state", "why"):
+            problems.add_column(column, overflow="fold")
+        for email, digest in found.problems:
+            problems.add_row(email, str(digest.local_date), digest.status, digest.reason or "")
+        for subscriber in found.switched_off:
+            problems.add_row(subscriber.email, "-", "switched off", subscriber.disabled_reason or "")
+        console.print(problems)
+    else:
+        console.print("No failures.")

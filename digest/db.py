@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -42,7 +42,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    def _pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         # WAL lets the web endpoints read and write while a send is running; NORMAL sync is
         # durable across process crashes (only an OS crash can lose the last commits).
@@ -56,8 +56,39 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
+    """Create the tables that do not exist yet, and the columns a newer version added to old ones."""
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """`ALTER TABLE ... ADD COLUMN` for each model column an existing table lacks.
+
+    Enough for a young schema that only grows (new columns are nullable or have a scalar
+    default); a change of type or a dropped column would need a real migration tool.
+    """
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    statements = []
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            clause = ""
+            if default is not None:
+                clause = f" DEFAULT {int(default) if isinstance(default, bool) else repr(default)}"
+            elif not column.nullable:
+                clause = " DEFAULT ''" if kind.upper().startswith(("VARCHAR", "TEXT")) else " DEFAULT 0"
+            statements.append(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}')
+    if statements:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
 
 
 class Database:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import smtplib
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
@@ -25,9 +29,18 @@ log = logging.getLogger(__name__)
 class DeliveryError(Exception):
     """A message was not delivered; `permanent` says whether trying again can help."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, retries: int = 0) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retries = retries
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a message went, and how many times it had to be tried again to get there."""
+
+    where: str
+    retries: int = 0
 
 
 class Transport:
@@ -39,8 +52,8 @@ class Transport:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def send(self, message: EmailMessage, key: str) -> str:
-        """Deliver `message`; return where it went (a path or the server's reply)."""
+    def send(self, message: EmailMessage, key: str) -> Delivered:
+        """Deliver `message`, or raise `DeliveryError`."""
         raise NotImplementedError
 
     def delivered(self, key: str) -> bool | None:
@@ -63,7 +76,7 @@ class OutboxTransport(Transport):
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.eml"
 
-    def send(self, message: EmailMessage, key: str) -> str:
+    def send(self, message: EmailMessage, key: str) -> Delivered:
         target = self.path(key)
         data = message.as_bytes()
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
@@ -76,7 +89,7 @@ class OutboxTransport(Transport):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        return str(target)
+        return Delivered(str(target))
 
     def delivered(self, key: str) -> bool:
         return self.path(key).exists()
@@ -94,12 +107,18 @@ class OutboxTransport(Transport):
 
 
 class SMTPTransport(Transport):
-    """smtplib over one connection per batch; STARTTLS, SSL and login as the settings say."""
+    """smtplib over one connection per batch; STARTTLS, SSL and login as the settings say.
+
+    A temporary failure (4xx, 421, a timeout, a dropped or refused connection) is tried again on a
+    new connection, up to `smtp_retries` times with exponential backoff; a permanent one (5xx)
+    fails that message only, and the connection goes on serving the others.
+    """
 
     name = "smtp"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
+        self.sleep = sleep
         self._connection: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -117,32 +136,42 @@ class SMTPTransport(Transport):
             connection.login(s.smtp_username, s.smtp_password or "")
         return connection
 
-    def send(self, message: EmailMessage, key: str) -> str:
+    def send(self, message: EmailMessage, key: str) -> Delivered:
         recipient = message["To"].addresses[0].addr_spec
-        for attempt in (1, 2):
+        sender = envelope_sender(self.settings.sender)
+        retries = 0
+        while True:
             try:
                 if self._connection is None:
                     self._connection = self._connect()
-                refused = self._connection.send_message(message, from_addr=envelope_sender(self.settings.sender), to_addrs=[recipient])
-            except smtplib.SMTPServerDisconnected:
-                # A server may close an idle connection between messages: open a new one, once.
-                self._connection = None
-                if attempt == 2:
-                    raise DeliveryError("the SMTP server closed the connection") from None
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = next(iter(exc.recipients.values()))
-                raise DeliveryError(_reply(code, reply), permanent=500 <= code < 600) from None
-            except smtplib.SMTPResponseException as exc:
-                raise DeliveryError(_reply(exc.smtp_code, exc.smtp_error), permanent=500 <= exc.smtp_code < 600) from None
-            except (OSError, smtplib.SMTPException) as exc:
-                self._connection = None
-                raise DeliveryError(f"SMTP {self.settings.smtp_host}:{self.settings.smtp_port}: {exc}") from None
-            if refused:
-                code, reply = next(iter(refused.values()))
-                raise DeliveryError(_reply(code, reply), permanent=500 <= code < 600)
-            return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
-        raise AssertionError("unreachable")
+                refused = self._connection.send_message(message, from_addr=sender, to_addrs=[recipient])
+                if refused:  # not for a single recipient (smtplib raises), but be sure
+                    code, reply = next(iter(refused.values()))
+                    raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+                return Delivered(f"{self.settings.smtp_host}:{self.settings.smtp_port}", retries)
+            except Exception as exc:
+                problem, permanent = _classify(exc)
+                if problem is None:
+                    raise
+            if permanent:
+                log.warning("%s refused for good: %s", recipient, problem)
+                raise DeliveryError(problem, permanent=True, retries=retries)
+            self._drop()
+            if retries >= self.settings.smtp_retries:
+                raise DeliveryError(f"{problem} (after {retries + 1} tries)", retries=retries)
+            delay = self.settings.smtp_retry_backoff * 2**retries * (0.75 + random.random() / 2)
+            log.warning("%s for %s; trying again on a new connection in %.1f s", problem, recipient, delay)
+            self.sleep(delay)
+            retries += 1
+
+    def _drop(self) -> None:
+        """Forget the connection, politely if it still answers."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except (OSError, smtplib.SMTPException):
+                pass
 
     def close(self) -> None:
         if self._connection is not None:
@@ -151,6 +180,20 @@ class SMTPTransport(Transport):
             except (OSError, smtplib.SMTPException):
                 pass
             self._connection = None
+
+
+def _classify(exc: Exception) -> tuple[str | None, bool]:
+    """(what went wrong, whether it is permanent), or (None, False) for an error not about delivery."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        return _reply(code, reply), 500 <= code < 600
+    if isinstance(exc, smtplib.SMTPResponseException):  # sender refused, data refused, 421, auth
+        return _reply(exc.smtp_code, exc.smtp_error), 500 <= exc.smtp_code < 600
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return f"the SMTP server closed the connection ({exc or 'no reason given'})", False
+    if isinstance(exc, (OSError, smtplib.SMTPException)):  # timeouts, refused connections, TLS
+        return f"{type(exc).__name__}: {exc}", False
+    return None, False
 
 
 def _reply(code: int, reply: bytes | str) -> str:

@@ -81,16 +81,21 @@ class Subscriber(SQLModel, table=True):
     active: bool = True
     #: Set by the unsubscribe link; final: no profile sync brings the subscriber back.
     unsubscribed_at: dt.datetime | None = _utc(default=None)
+    #: Digests refused for good in a row; at `send.BOUNCE_LIMIT` the address is switched off.
+    bounces: int = 0
+    #: Why the service switched the subscriber off ("bounced"), where it did; a profile sync keeps it.
+    disabled_reason: str | None = None
     profile_file: str | None = None
     created_at: dt.datetime = _utc(default_factory=utcnow)
     updated_at: dt.datetime = _utc(default_factory=utcnow)
 
 
-class DigestStatus(str, enum.Enum):
+class DigestStatus(enum.StrEnum):
     PENDING = "pending"  # claimed and its items chosen; not yet handed to a transport
     SENDING = "sending"  # handed to a transport; the outcome is not recorded yet
     SENT = "sent"
-    FAILED = "failed"
+    FAILED = "failed"  # refused for good (SMTP 5xx): not tried again automatically
+    DEFERRED = "deferred"  # still refused after the retries (4xx, timeouts): the next run tries again
     EMPTY = "empty"  # nothing matched: no email, the reason is recorded
     UNKNOWN = "unknown"  # a crash left it in `sending` and the transport cannot tell
 
@@ -111,6 +116,10 @@ class Digest(SQLModel, table=True):
     window_end: dt.datetime = _utc()
     message_id: str | None = None
     attempts: int = 0
+    #: The run that moved it to `sending` ("host:pid") and when: a crashed run is told from a
+    #: live one by whether that process still exists, or else by the lease running out.
+    claimed_by: str | None = None
+    sending_since: dt.datetime | None = _utc(default=None)
     created_at: dt.datetime = _utc(default_factory=utcnow)
     sent_at: dt.datetime | None = _utc(default=None)
 
@@ -129,7 +138,7 @@ class DigestItem(SQLModel, table=True):
     reason: str = ""
 
 
-class FeedbackKind(str, enum.Enum):
+class FeedbackKind(enum.StrEnum):
     CLICK = "click"
     UP = "up"
     DOWN = "down"

@@ -194,6 +194,13 @@ def sync_profiles(db: Database, folder: str | Path) -> SyncReport:
             if subscriber.unsubscribed_at is not None:
                 values["active"] = False
                 report.kept_unsubscribed.append(profile.email)
+            elif subscriber.disabled_reason is not None:
+                # Switched off by the service (the address bounced): an edit of the profile is an
+                # operator saying it is fixed; an unchanged profile keeps it off.
+                if any(getattr(subscriber, k) != v for k, v in values.items() if k != "active"):
+                    subscriber.disabled_reason, subscriber.bounces = None, 0
+                else:
+                    values["active"] = False
             changed = {k: v for k, v in values.items() if getattr(subscriber, k) != v}
             if changed:
                 for key, value in changed.items():

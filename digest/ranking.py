@@ -149,7 +149,7 @@ class Interests:
     categories: tuple[str, ...] = ()
 
     @classmethod
-    def from_subscriber(cls, subscriber) -> "Interests":  # noqa: ANN001  (a Subscriber row or a Profile)
+    def from_subscriber(cls, subscriber) -> "Interests":
         phrases = []
         for interest in subscriber.interests:
             if isinstance(interest, dict):
@@ -425,7 +425,7 @@ class Ranker:
         return self._score(readers, candidates).final
 
     def _queries(self, readers: Sequence[Reader]) -> "_Queries":
-        model, cfg = self.model, self.config
+        model = self.model
         n_terms = len(model.idf_)
         phrases: list[str] = []
         weight_rows, weight_cols, weight_vals = [], [], []
@@ -522,7 +522,7 @@ class Ranker:
             final = content + cfg.readers_like_you * votes * np.maximum(content, cfg.readers_like_you_floor * best)
         return _Scores(q, content, final, votes, history, interest, w, followed, in_category)
 
-    def _rank_chunk(self, readers, candidates, allowed, k, require_match, explain) -> list[list[Ranked]]:  # noqa: ANN001
+    def _rank_chunk(self, readers, candidates, allowed, k, require_match, explain) -> list[list[Ranked]]:
         cfg = self.config
         s = self._score(readers, candidates)
         final = s.final
@@ -558,7 +558,7 @@ class Ranker:
             results.append(ranked)
         return results
 
-    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness) -> list[str]:  # noqa: ANN001
+    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness) -> list[str]:
         cfg = self.config
         reasons = []
         mine = s.queries.phrase_columns(i)

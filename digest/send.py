@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 import numpy as np
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from .config import AppConfig
@@ -25,9 +26,10 @@ from .links import LinkMaker, LinkSigner
 from .mail import compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
-from .training import community_clicks, load_histories
 from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
+from .schedule import is_due, local_date
 from .settings import Settings
+from .training import community_clicks, load_histories
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +45,30 @@ class Outcome:
 
     email: str
     local_date: dt.date
-    status: str  # sent | empty | already | failed | dry-run
+    status: str  # sent | empty | already | failed | deferred | unknown | dry-run
     items: int = 0
     top: str = ""
     detail: str = ""
+    retries: int = 0
 
 
 @dataclass
 class SendReport:
     outcomes: list[Outcome] = field(default_factory=list)
+    #: The run was asked to stop before it was through.
+    stopped: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property
+    def retries(self) -> int:
+        return sum(o.retries for o in self.outcomes)
+
+    @property
     def failed(self) -> bool:
-        return any(o.status == "failed" for o in self.outcomes)
+        """Something this run tried did not arrive (or may not have)."""
+        return any(o.status in ("failed", "deferred", "unknown") for o in self.outcomes)
 
 
 @dataclass
@@ -81,7 +91,7 @@ class Selection:
 
 
 def local_today(subscriber: Subscriber, now: dt.datetime) -> dt.date:
-    return now.astimezone(ZoneInfo(subscriber.timezone)).date()
+    return local_date(now, subscriber.timezone)
 
 
 @dataclass
@@ -199,8 +209,37 @@ class Selector:
         ]
 
 
+#: Digests refused for good (SMTP 5xx) in a row after which an address is switched off.
+BOUNCE_LIMIT = 3
+#: A digest left `sending` longer than this by a run on another machine counts as interrupted.
+SENDING_LEASE = dt.timedelta(minutes=30)
+ME = f"{socket.gethostname()}:{os.getpid()}"
+#: Digests this process is handing to a transport right now.
+IN_FLIGHT: set[int] = set()
+
+
+@dataclass
+class SendOptions:
+    """What a run may do beyond the default (which never sends anything twice)."""
+
+    dry_run: bool = False
+    #: Only subscribers whose send time has come today (the scheduler's runs).
+    due_only: bool = False
+    #: Try again digests refused for good (5xx); by default they wait for an operator.
+    retry_failed: bool = False
+    #: Send again digests whose delivery was interrupted and cannot be checked (may duplicate).
+    resend_unknown: bool = False
+
+
 class DigestSender:
-    """Runs the daily send for every active subscriber (or one), on their own local date."""
+    """Runs the daily send for every active subscriber (or one), on their own local date.
+
+    A digest goes pending -> sending -> sent, or failed (refused for good), or deferred (still
+    refused after the retries; the next run tries again). The move to `sending` is a
+    compare-and-set in the database, so two runs never deliver the same digest; a run that finds a
+    digest left `sending` by a run that died checks the outbox for its file, or marks it unknown,
+    and never sends it twice unless told to.
+    """
 
     def __init__(
         self,
@@ -232,33 +271,56 @@ class DigestSender:
         only: str | None = None,
         dry_run: bool = False,
         on_progress: Callable[[Outcome], None] | None = None,
+        options: SendOptions | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> SendReport:
+        """Send (or resume) the digest of `date`, or of each subscriber's today. `should_stop` is
+        asked before each subscriber: a stop finishes the message in hand and leaves the rest."""
+        options = options or SendOptions(dry_run=dry_run)
         now = self.clock()
-        selector = Selector(self.db, self.config, now)
+        subscribers = self.subscribers(only)
+        if options.due_only and date is None:
+            subscribers = [s for s in subscribers if is_due(s.send_at, s.timezone, now)]
         report = SendReport()
-        plans = selector.plan(self.subscribers(only), date)
-        selections = dict(zip((id(p) for p in plans if p.existing is None), selector.select([p for p in plans if p.existing is None])))
+        if not subscribers:
+            return report
+        selector = Selector(self.db, self.config, now)
+        plans = selector.plan(subscribers, date)
+        fresh = [p for p in plans if p.existing is None]
+        selections = dict(zip((id(p) for p in fresh), selector.select(fresh)))
         with self.transport:
             for plan in plans:
-                outcome = self._one(plan, selections.get(id(plan)), dry_run, now)
+                if should_stop():
+                    report.stopped = True
+                    log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
+                    break
+                outcome = self._one(plan, selections.get(id(plan)), options, now)
                 report.outcomes.append(outcome)
                 if on_progress:
                     on_progress(outcome)
         return report
 
-    def _one(self, plan: Plan, selection: Selection | None, dry_run: bool, now: dt.datetime) -> Outcome:
+    def _one(self, plan: Plan, selection: Selection | None, options: SendOptions, now: dt.datetime) -> Outcome:
         outcome = Outcome(plan.subscriber.email, plan.local_date, "already")
         digest = plan.existing
         if digest is not None:
-            if digest.status in (DigestStatus.SENT.value, DigestStatus.EMPTY.value, DigestStatus.UNKNOWN.value):
-                outcome.detail = digest.status
+            status = digest.status
+            if status == DigestStatus.SENDING.value:
+                return self._recover(digest, plan.subscriber, outcome, options, now)
+            resumable = {DigestStatus.PENDING.value, DigestStatus.DEFERRED.value}
+            if options.retry_failed:
+                resumable.add(DigestStatus.FAILED.value)
+            if options.resend_unknown:
+                resumable.add(DigestStatus.UNKNOWN.value)
+            if status not in resumable:
+                outcome.detail = status if status != DigestStatus.FAILED.value else f"failed: {digest.reason}"
                 return outcome
-            if dry_run:
-                outcome.detail = f"{digest.status}, would resume"
+            if options.dry_run:
+                outcome.detail = f"{status}, would resume"
                 return outcome
             return self._deliver(digest, plan.subscriber, now, outcome)
         assert selection is not None
-        if dry_run:
+        if options.dry_run:
             outcome.status = "dry-run" if selection.ranked else "empty"
             outcome.items = len(selection.ranked)
             outcome.top = selection.papers[0].title if selection.papers else ""
@@ -296,48 +358,89 @@ class DigestSender:
             log.info("no digest for %s on %s: %s", selection.subscriber.email, selection.local_date, digest.reason)
         return digest
 
-    def _deliver(self, digest: Digest, subscriber: Subscriber, now: dt.datetime, outcome: Outcome) -> Outcome:
-        key = outbox_key(digest, subscriber)
-        if digest.status == DigestStatus.SENDING.value:
-            delivered = self.transport.delivered(key)
-            if delivered is None:
-                self._set_status(digest, DigestStatus.UNKNOWN, "interrupted while sending; the transport cannot tell whether it arrived")
-                outcome.status, outcome.detail = "unknown", "interrupted while sending"
-                return outcome
-            if delivered:
-                self._set_status(digest, DigestStatus.SENT, sent_at=now)
-                outcome.status, outcome.detail = "sent", "found in the outbox after an interruption"
-                return outcome
-        items, papers = load_items(self.db, digest.id)
-        message = self.message(digest, subscriber, items, papers, now)
-        self._set_status(digest, DigestStatus.SENDING, message_id=message["Message-ID"])
-        try:
-            where = self.transport.send(message, key)
-        except DeliveryError as exc:
-            self._set_status(digest, DigestStatus.FAILED, str(exc))
-            log.error("digest for %s not delivered: %s", subscriber.email, exc)
-            outcome.status, outcome.detail = "failed", str(exc)
+    def _recover(self, digest: Digest, subscriber: Subscriber, outcome: Outcome, options: SendOptions, now: dt.datetime) -> Outcome:
+        """A digest found `sending`: in flight in a live run (left alone), or interrupted."""
+        if not _interrupted(digest, now):
+            outcome.detail = f"being sent by {digest.claimed_by}"
             return outcome
-        self._set_status(digest, DigestStatus.SENT, sent_at=self.clock())
-        outcome.status, outcome.items = "sent", len(items)
-        outcome.top = papers[0].title if papers else ""
-        outcome.detail = where
+        delivered = self.transport.delivered(outbox_key(digest, subscriber))
+        if delivered:
+            self._finish(digest, DigestStatus.SENT, sent_at=digest.sending_since or now)
+            outcome.status, outcome.detail = "sent", "found in the outbox after an interruption"
+            return outcome
+        if delivered is False or options.resend_unknown:
+            # The outbox has no file: the write never completed, so sending is safe.
+            if not self._transition(digest, DigestStatus.SENDING, DigestStatus.PENDING):
+                outcome.detail = "taken by another run"
+                return outcome
+            return self._deliver(digest, subscriber, now, outcome)
+        self._finish(digest, DigestStatus.UNKNOWN, "interrupted while sending; the SMTP server may or may not have it")
+        log.warning("digest %d of %s was interrupted while sending: reported unknown, not sent again", digest.id, subscriber.email)
+        outcome.status, outcome.detail = "unknown", "interrupted while sending"
         return outcome
 
-    def _set_status(self, digest: Digest, status: DigestStatus, reason: str | None = None, *, sent_at: dt.datetime | None = None, message_id: str | None = None) -> None:
+    def _deliver(self, digest: Digest, subscriber: Subscriber, now: dt.datetime, outcome: Outcome) -> Outcome:
+        key = outbox_key(digest, subscriber)
+        items, papers = load_items(self.db, digest.id)
+        message = self.message(digest, subscriber, items, papers, now)
+        if not self._transition(digest, DigestStatus(digest.status), DigestStatus.SENDING, message_id=message["Message-ID"]):
+            outcome.detail = "taken by another run"
+            return outcome
+        IN_FLIGHT.add(digest.id)
+        try:
+            delivered = self.transport.send(message, key)
+        except DeliveryError as exc:
+            outcome.retries = exc.retries
+            status = DigestStatus.FAILED if exc.permanent else DigestStatus.DEFERRED
+            self._finish(digest, status, str(exc), bounced=exc.permanent)
+            log.error("digest for %s not delivered (%s): %s", subscriber.email, status.value, exc)
+            outcome.status, outcome.detail = status.value, str(exc)
+            return outcome
+        finally:
+            IN_FLIGHT.discard(digest.id)
+        self._finish(digest, DigestStatus.SENT, sent_at=self.clock())
+        outcome.status, outcome.items, outcome.retries = "sent", len(items), delivered.retries
+        outcome.top = papers[0].title if papers else ""
+        outcome.detail = delivered.where
+        return outcome
+
+    def _transition(self, digest: Digest, expected: DigestStatus, status: DigestStatus, message_id: str | None = None) -> bool:
+        """Move `digest` from `expected` to `status` unless another run moved it first."""
+        values: dict = {"status": status.value}
+        if status == DigestStatus.SENDING:
+            values.update(claimed_by=ME, sending_since=self.clock(), attempts=Digest.attempts + 1)
+            if message_id:
+                values["message_id"] = message_id
+        with self.db.transaction() as session:
+            result = session.execute(update(Digest).where(Digest.id == digest.id, Digest.status == expected.value).values(**values))
+        if result.rowcount != 1:
+            log.info("digest %d moved on in another run", digest.id)
+            return False
+        digest.status = status.value
+        return True
+
+    def _finish(self, digest: Digest, status: DigestStatus, reason: str | None = None, *, sent_at: dt.datetime | None = None, bounced: bool = False) -> None:
+        """Record the outcome of a delivery, and what it says about the address, in one transaction."""
         with self.db.transaction() as session:
             row = session.get(Digest, digest.id)
             row.status = status.value
-            if reason is not None:
-                row.reason = reason
+            row.reason = reason if reason is not None else row.reason
             if sent_at is not None:
                 row.sent_at = sent_at
-            if message_id is not None:
-                row.message_id = message_id
-            if status == DigestStatus.SENDING:
-                row.attempts += 1
             session.add(row)
+            subscriber = session.get(Subscriber, row.subscriber_id)
+            if bounced:
+                subscriber.bounces += 1
+                if subscriber.bounces >= BOUNCE_LIMIT:
+                    subscriber.active = False
+                    subscriber.disabled_reason = f"bounced {subscriber.bounces} times in a row; last: {reason}"
+                    log.warning("%s switched off: %s", subscriber.email, subscriber.disabled_reason)
+                session.add(subscriber)
+            elif status == DigestStatus.SENT and subscriber.bounces:
+                subscriber.bounces = 0
+                session.add(subscriber)
         digest.status = status.value
+
 
     def view(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> DigestView:
         return digest_view(self.links, digest, subscriber, items, papers)
@@ -356,6 +459,21 @@ class DigestSender:
             unsubscribe_url=self.links.unsubscribe(digest.id),
             date=now,
         )
+
+
+def _interrupted(digest: Digest, now: dt.datetime) -> bool:
+    """Whether the run that began sending `digest` is gone: its process, on this machine, or its lease."""
+    host, _, pid = (digest.claimed_by or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return digest.id not in IN_FLIGHT  # this process began it: in hand, or cut short
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return digest.sending_since is None or now - digest.sending_since > SENDING_LEASE
 
 
 def outbox_key(digest: Digest, subscriber: Subscriber) -> str:

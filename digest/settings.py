@@ -39,6 +39,10 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_security: str = "none"
     smtp_timeout: float = 30.0
+    #: Tries after the first for a temporary SMTP failure (4xx, timeouts, dropped connections),
+    #: each on a new connection, waiting `smtp_retry_backoff` x 2^n seconds before the n-th.
+    smtp_retries: int = 4
+    smtp_retry_backoff: float = 2.0
     sender: str = "Paper Digest <digest@localhost>"
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str | None = field(default=None, repr=False)
@@ -58,16 +62,16 @@ class Settings:
             value = values.get(name)
             return default if value is None or value == "" else value
 
-        port = get("SMTP_PORT", "25")
-        try:
-            smtp_port = int(port)
-        except ValueError:
-            raise SettingsError(f"SMTP_PORT must be a number, not {port!r}") from None
-        timeout = get("SMTP_TIMEOUT", "30")
-        try:
-            smtp_timeout = float(timeout)
-        except ValueError:
-            raise SettingsError(f"SMTP_TIMEOUT must be a number of seconds, not {timeout!r}") from None
+        def number(name: str, default: str, kind: type = float) -> float:
+            value = get(name, default)
+            try:
+                result = kind(value)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, not {value!r}") from None
+            if result < 0:
+                raise SettingsError(f"{name} must not be negative, not {value!r}")
+            return result
+
         transport = get("DIGEST_TRANSPORT", "outbox").lower()
         if transport not in TRANSPORTS:
             raise SettingsError(f"DIGEST_TRANSPORT must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -86,11 +90,13 @@ class Settings:
             transport=transport,
             outbox=Path(get("DIGEST_OUTBOX", str(cls.outbox))),
             smtp_host=get("SMTP_HOST", cls.smtp_host),
-            smtp_port=smtp_port,
+            smtp_port=number("SMTP_PORT", "25", int),
             smtp_username=get("SMTP_USERNAME"),
             smtp_password=get("SMTP_PASSWORD"),
             smtp_security=security,
-            smtp_timeout=smtp_timeout,
+            smtp_timeout=number("SMTP_TIMEOUT", "30"),
+            smtp_retries=number("SMTP_RETRIES", "4", int),
+            smtp_retry_backoff=number("SMTP_RETRY_BACKOFF", "2"),
             sender=get("DIGEST_FROM", cls.sender),
             base_url=base_url,
             secret_key=get("DIGEST_SECRET_KEY"),

@@ -14,7 +14,10 @@ send, records nothing and never unsubscribes; nor does a `GET` of `/u/`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -66,19 +69,19 @@ class Pages:
         return self.message("This link does not work", "It may have been mistyped or cut short.", status=404)
 
 
-def create_app(settings: Settings, db: Database | None = None) -> Starlette:
+def create_app(settings: Settings, db: Database | None = None, lifespan: Callable | None = None) -> Starlette:
     db = db or Database(settings.database_url)
     signer = LinkSigner(settings.require_secret_key(), settings.old_secret_keys)
     links = LinkMaker(settings.base_url, signer)
     pages = Pages(str(settings.templates_dir))
     renderer = Renderer(settings.templates_dir)
 
-    def item_of(request: Request, action: str):  # noqa: ANN202
+    def item_of(request: Request, action: str):
         """The digest item a valid token of `action` names, else None."""
         item_id = signer.parse(request.path_params["token"], action)
         return load_item(db, item_id) if item_id is not None else None
 
-    def digest_of(request: Request, action: str):  # noqa: ANN202
+    def digest_of(request: Request, action: str):
         """The (digest, subscriber) a valid token of `action` names, else None."""
         digest_id = signer.parse(request.path_params["token"], action)
         return load_digest(db, digest_id) if digest_id is not None else None
@@ -136,7 +139,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Starlette:
         try:
             with db.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001  (any failure means: not healthy)
+        except Exception as exc:
             log.error("health check failed: %s", exc)
             return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
@@ -148,17 +151,29 @@ def create_app(settings: Settings, db: Database | None = None) -> Starlette:
         Route("/v/{token}", view, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.db = db
     return app
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the endpoints with uvicorn until stopped (SIGINT/SIGTERM end it gracefully)."""
+def serve(settings: Settings, host: str | None = None, port: int | None = None, lifespan: Callable | None = None, db: Database | None = None) -> None:
+    """Run the endpoints with uvicorn until SIGTERM or SIGINT, then stop gracefully and return."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # A stop on SIGTERM or SIGINT is a normal end (exit 0), not one re-raised as a signal.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     base = urlsplit(settings.base_url)
     host = host or base.hostname or "127.0.0.1"
     port = port or base.port or (443 if base.scheme == "https" else 80)
-    log.info("serving the web endpoints on http://%s:%d (public base %s)", host, port, settings.base_url)
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning", proxy_headers=True)
+    log.info("serving on http://%s:%d (public base %s)", host, port, settings.base_url)
+    app = create_app(settings, db, lifespan=lifespan)
+    Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning", proxy_headers=True)).run()

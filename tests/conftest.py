@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -112,17 +114,21 @@ class SMTPSink:
         return result
 
 
-class _Handler:
-    def __init__(self, sink: SMTPSink) -> None:
+class _CountingHandler:
+    """Counts connections (one EHLO each) on a sink that has `lock` and `connections`."""
+
+    def __init__(self, sink) -> None:
         self.sink = sink
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.sink.lock:
             self.sink.connections += 1
         session.host_name = hostname
         return responses
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+
+class _Handler(_CountingHandler):
+    async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
         with self.sink.lock:
             self.sink.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
@@ -180,7 +186,7 @@ def feed_server() -> FeedServer:
     server_state = FeedServer(f"http://127.0.0.1:{port}")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             server_state.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
             route = server_state.routes.get(self.path) or server_state.routes.get(self.path.split("?")[0])
             if route is None:
@@ -212,3 +218,59 @@ def feed_server() -> FeedServer:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@dataclass
+class FaultySink:
+    """A real SMTP server with faults on cue, and what it accepted."""
+
+    port: int
+    temporary: dict[str, int] = field(default_factory=dict)  # recipient -> how many 451s first
+    permanent: set[str] = field(default_factory=set)  # recipients always refused with 550
+    drop_once: set[str] = field(default_factory=set)  # drop the connection at this recipient's DATA, once
+    delay: float = 0.0  # seconds before accepting each message
+    accepted: list[str] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self) -> Counter:
+        with self.lock:
+            return Counter(self.accepted)
+
+
+class _FaultyHandler(_CountingHandler):
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.sink.lock:
+            if address in self.sink.permanent:
+                return f"550 5.1.1 <{address}>: no such mailbox"
+            if self.sink.temporary.get(address, 0) > 0:
+                self.sink.temporary[address] -= 1
+                return "451 4.3.2 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        recipient = envelope.rcpt_tos[0]
+        with self.sink.lock:
+            drop = recipient in self.sink.drop_once
+            self.sink.drop_once.discard(recipient)
+        if drop:
+            server.transport.close()  # the line goes dead mid-batch, no reply
+            return "421 gone"
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)
+        message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        with self.sink.lock:
+            self.sink.accepted.append(recipient)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def faulty() -> FaultySink:
+    sink = FaultySink(free_port())
+    controller = Controller(_FaultyHandler(sink), hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

@@ -15,7 +15,7 @@ from digest.render import RenderedDigest
 from .conftest import SMTPSink, Workdir
 
 
-def message(to: str, n: int = 1):  # noqa: ANN201
+def message(to: str, n: int = 1):
     rendered = RenderedDigest(f"Digest {n} – ünïcode", f"<html><body><p>HTML {n}</p></body></html>", f"Text {n}\n")
     return compose(
         rendered=rendered, sender="Paper Digest <digest@example.net>", to_email=to, to_name="Zoë",
@@ -31,7 +31,7 @@ def test_the_outbox_writes_whole_parseable_files_and_knows_what_it_wrote(tmp_pat
         outbox.send(message("b@example.org", 2), "k2")
     files = sorted((tmp_path / "out").iterdir())
     assert [f.name for f in files] == ["k1.eml", "k2.eml"]  # no temporary files left behind
-    assert where == str(files[0])
+    assert where.where == str(files[0]) and where.retries == 0
     parsed = message_from_bytes(files[0].read_bytes(), policy=policy.default)
     assert parsed["Subject"] == "Digest 1 – ünïcode" and str(parsed["To"]) == "Zoë <a@example.org>"
     assert parsed.get_content_type() == "multipart/alternative"
@@ -53,10 +53,13 @@ def test_smtp_sends_a_batch_over_one_connection(workdir: Workdir, smtp_sink: SMT
     assert received.message["Message-ID"] == "<digest.0@example.net>"
 
 
-def test_smtp_that_is_not_there_is_a_delivery_error(workdir: Workdir) -> None:
+def test_smtp_that_is_not_there_is_a_temporary_error_after_bounded_retries(workdir: Workdir) -> None:
     from .conftest import free_port
 
-    settings = workdir.settings(DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TIMEOUT="2")
-    with SMTPTransport(settings) as smtp, pytest.raises(DeliveryError) as caught:
+    settings = workdir.settings(DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TIMEOUT="2", SMTP_RETRIES="3", SMTP_RETRY_BACKOFF="1")
+    waits: list[float] = []
+    with SMTPTransport(settings, sleep=waits.append) as smtp, pytest.raises(DeliveryError) as caught:
         smtp.send(message("a@example.org"), "k")
-    assert "127.0.0.1" in str(caught.value) and not caught.value.permanent
+    assert "Connection refused" in str(caught.value) and "after 4 tries" in str(caught.value)
+    assert not caught.value.permanent and caught.value.retries == 3
+    assert len(waits) == 3 and 0.75 <= waits[0] <= 1.25 and 1.5 <= waits[1] <= 2.5 and 3 <= waits[2] <= 5  # exponential

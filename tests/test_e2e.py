@@ -30,7 +30,7 @@ def test_cli_ingest_sync_send_over_smtp_and_parse_what_arrived(workdir: Workdir,
     received = smtp_sink.by_recipient()
     assert sorted(received) == ["ada@example.org", "kenji@example.org", "lucia@example.org", "sam@example.org"]
     assert smtp_sink.connections == 1  # one connection for the whole batch
-    for address, messages in received.items():
+    for messages in received.values():
         [message] = messages
         # A long header is folded; unfolded, it is the tracked /u/ link in angle brackets.
         assert re.fullmatch(r"<http://127\.0\.0\.1:8000/u/u\d+\.[\w-]+>", message["List-Unsubscribe"].strip())
@@ -56,11 +56,14 @@ def test_a_failing_smtp_server_fails_the_send_with_exit_1(workdir: Workdir) -> N
 
     workdir.cli("ingest", "config/sample-feed.jsonl", check=True)
     workdir.cli("profiles", "sync", check=True)
-    result = workdir.cli("send", "--only", "ada@example.org", DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TIMEOUT="2")
+    result = workdir.cli(
+        "send", "--only", "ada@example.org", DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()),
+        SMTP_TIMEOUT="2", SMTP_RETRIES="1", SMTP_RETRY_BACKOFF="0.01",
+    )
     assert result.returncode == 1
-    assert "failed" in result.stdout
+    assert "deferred" in result.stdout and "Connection refused (after 2 tries)" in result.stdout
     with workdir.db().session() as session:
-        assert session.exec(select(Digest)).one().status == DigestStatus.FAILED.value
+        assert session.exec(select(Digest)).one().status == DigestStatus.DEFERRED.value
 
 
 def test_trending_pages_and_new_profiles_with_a_broken_one(workdir: Workdir, smtp_sink: SMTPSink) -> None:
@@ -68,7 +71,10 @@ def test_trending_pages_and_new_profiles_with_a_broken_one(workdir: Workdir, smt
     folder = workdir.path / "people"
     folder.mkdir()
     (folder / "moe.yaml").write_text("email: moe@example.org\ntimezone: Asia/Kolkata\nmax_items: 5\ninterests:\n  - mixture of experts\n")
-    (folder / "rag.yaml").write_text("email: rag@example.org\ntimezone: America/Chicago\nmax_items: 5\ninterests:\n  - retrieval-augmented generation\n  - {phrase: code generation, weight: 0.5}\n")
+    (folder / "rag.yaml").write_text(
+        "email: rag@example.org\ntimezone: America/Chicago\nmax_items: 5\n"
+        "interests:\n  - retrieval-augmented generation\n  - {phrase: code generation, weight: 0.5}\n"
+    )
     (folder / "broken.yaml").write_text("email: broken@example.org\ninterests:\n  - agents\nmax_items: lots\n")
     env = {**smtp_env(smtp_sink), "DIGEST_PROFILES": str(folder)}
 

@@ -50,7 +50,7 @@ TOPICS = {
 }
 
 
-def day_two_feed(path) -> None:  # noqa: ANN001
+def day_two_feed(path) -> None:
     lines = [
         json.dumps({"id": f"day2-{topic}-{n}", "title": title, "abstract": abstract, "authors": [f"Author {topic} {n}"]})
         for topic, papers in TOPICS.items() for n, (title, abstract) in enumerate(papers)
@@ -85,7 +85,7 @@ def mean_rank(digest: list[dict], topic: str) -> float:
 
 
 @pytest.fixture
-def loop(workdir: Workdir, smtp_sink: SMTPSink):  # noqa: ANN201
+def loop(workdir: Workdir, smtp_sink: SMTPSink):
     folder = workdir.path / "people"
     folder.mkdir()
     for name in ("clicker", "critic", "control"):

@@ -166,7 +166,7 @@ def test_everything_under_shared_data_is_one_row_per_paper_and_a_second_pass_is_
         assert session.exec(select(func.count()).select_from(IngestRun)).one() == 2 * len(files)
 
 
-def read_all_feeds():  # noqa: ANN201
+def read_all_feeds():
     return [read(f.read_bytes()) for f in sorted(shared("feeds").glob("*")) if f.suffix in (".xml", ".json")]
 
 

@@ -29,12 +29,12 @@ class FakeTime:
         self.now += seconds
 
 
-def fetcher(fake: FakeTime | None = None, **kw) -> Fetcher:  # noqa: ANN003
+def fetcher(fake: FakeTime | None = None, **kw) -> Fetcher:
     fake = fake or FakeTime()
     return Fetcher(sleep=fake.sleep, clock=fake.clock, backoff=0.01, **kw)
 
 
-def count(workdir: Workdir, table=Paper) -> int:  # noqa: ANN001
+def count(workdir: Workdir, table=Paper) -> int:
     with workdir.db().session() as session:
         return session.exec(select(func.count()).select_from(table)).one()
 

@@ -26,7 +26,7 @@ OPENED = [
 ]
 
 
-def build(community: dict[int, list[int]] | None = None, **config) -> tuple[Ranker, Candidates]:  # noqa: ANN003
+def build(community: dict[int, list[int]] | None = None, **config) -> tuple[Ranker, Candidates]:
     everything = PAPERS + OPENED
     model = TextModel()
     counts = model.fit_counts([paper_text(t, a, au) for _, t, a, au, _ in everything])
@@ -36,15 +36,15 @@ def build(community: dict[int, list[int]] | None = None, **config) -> tuple[Rank
     return Ranker(model, RankingConfig(**config), examples, Community(community or {})), candidates
 
 
-def reader(*phrases: tuple[str, float], history: History | None = None, key: int = 1, **kw) -> Reader:  # noqa: ANN003
+def reader(*phrases: tuple[str, float], history: History | None = None, key: int = 1, **kw) -> Reader:
     return Reader(key, Interests(tuple(phrases), **kw), history or History(), max_items=5)
 
 
-def titles(ranked) -> list[str]:  # noqa: ANN001
+def titles(ranked) -> list[str]:
     return [PAPERS[r.index][1] for r in ranked]
 
 
-def rank(ranker: Ranker, candidates: Candidates, one: Reader, **kw) -> list:  # noqa: ANN003
+def rank(ranker: Ranker, candidates: Candidates, one: Reader, **kw) -> list:
     return ranker.rank([one], candidates, **kw)[0]
 
 

@@ -31,7 +31,7 @@ class Clock:
         return self.now
 
 
-def parse(path: Path):  # noqa: ANN201
+def parse(path: Path):
     return message_from_bytes(path.read_bytes(), policy=policy.default)
 
 
@@ -110,7 +110,10 @@ def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workd
     make_sender(workdir, clock).run(only="many@example.org")
     with db.session() as session:
         digests = session.exec(select(Digest).order_by(Digest.local_date)).all()
-        items = {d.local_date: [session.get(Paper, i.paper_id).title for i in session.exec(select(DigestItem).where(DigestItem.digest_id == d.id).order_by(DigestItem.rank))] for d in digests}
+        items = {
+            d.local_date: [session.get(Paper, i.paper_id).title for i in session.exec(select(DigestItem).where(DigestItem.digest_id == d.id).order_by(DigestItem.rank))]
+            for d in digests
+        }
     assert [d.local_date for d in digests] == [dt.date(2026, 11, 21), dt.date(2026, 11, 22), dt.date(2026, 11, 23)]
     sent = [t for titles in items.values() for t in titles]
     assert len(sent) == len(set(sent)) == 3 + 3 + 1

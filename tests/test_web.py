@@ -73,7 +73,7 @@ def send_today(workdir: Workdir) -> None:
 
 
 @pytest.fixture
-def web(workdir: Workdir):  # noqa: ANN201
+def web(workdir: Workdir):
     server = Web(workdir)
     send_today(workdir)
     server.start()

@@ -45,7 +45,7 @@ def read_feed(data: bytes) -> ReadResult:
         if announce and announce not in NEW_TYPES | UPDATE_TYPES:
             result.skip(where, f"unknown announce type {announce!r}")
             continue
-        result.add(where, lambda: _feed_record(entry, announce))
+        result.add(where, _feed_record, entry, announce)
     if api:
         result.next_query = _next_api_page(feed, len(entries))
     return result
@@ -153,9 +153,9 @@ def read_oai_pmh(data: bytes) -> ReadResult:
         arxiv = metadata.find(f"{ARXIV_OAI}arXiv") if metadata is not None else None
         dc = metadata.find(f"{OAI_DC}dc") if metadata is not None else None
         if arxiv is not None:
-            result.add(where, lambda: _arxiv_record(arxiv, header))
+            result.add(where, _arxiv_record, arxiv, header)
         elif dc is not None:
-            result.add(where, lambda: _dc_record(dc, header))
+            result.add(where, _dc_record, dc, header)
         else:
             result.skip(where, "no arXiv or Dublin Core metadata")
     token = root.find(f"{OAI}ListRecords/{OAI}resumptionToken")

@@ -29,7 +29,7 @@ def read_daily_papers(data: bytes) -> ReadResult:
         if not isinstance(item, dict):
             result.skip(where, "not a JSON object")
             continue
-        result.add(where, lambda: _daily_record(item, where))
+        result.add(where, _daily_record, item, where)
     return result
 
 
@@ -102,7 +102,7 @@ def read_trending(text_: str) -> ReadResult:
         if not abstract:
             result.skip(where, f"no abstract for {title[:60]!r}")
             continue
-        result.add(where, lambda: PaperRecord(title=title, abstract=abstract))
+        result.add(where, PaperRecord, title, abstract)
     if not result.records:
         raise SourceError("no title and abstract paragraphs: not a trending-papers page, nor any known format")
     return result

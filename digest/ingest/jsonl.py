@@ -28,7 +28,7 @@ def read_jsonl(text: str) -> ReadResult:
         if not isinstance(item, dict):
             result.skip(where, "not a JSON object")
             continue
-        result.add(where, lambda: _record(item, where))
+        result.add(where, _record, item, where)
     return result
 
 
@@ -64,7 +64,7 @@ def number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def optional_date(value: Any, where: str):  # noqa: ANN201
+def optional_date(value: Any, where: str):
     """A date, or None (with a warning) when the value is there but is not a date."""
     if value in (None, ""):
         return None

@@ -53,10 +53,10 @@ class ReadResult:
             log.info("skipped %s", message)
         self.skipped.append(message)
 
-    def add(self, where: str, make: Callable[[], PaperRecord]) -> None:
-        """Add the record `make` builds, or skip the entry with the reason it could not be built."""
+    def add(self, where: str, make: Callable[..., PaperRecord], *args: object) -> None:
+        """Add the record `make(*args)` builds, or skip the entry with the reason it could not be built."""
         try:
-            self.records.append(make())
+            self.records.append(make(*args))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             self.skip(where, str(exc) or type(exc).__name__)
 

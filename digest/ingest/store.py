@@ -18,6 +18,7 @@ from ..db import chunks
 from ..models import Paper
 from .records import PaperRecord
 
+
 @dataclass
 class StoreStats:
     new: int = 0

@@ -1,0 +1,194 @@
+"""`digest serve`: the scheduler and the web endpoints in one long-running process.
+
+APScheduler keeps its jobs in the project database (its SQLAlchemy job store):
+
+| job | when | does |
+|---|---|---|
+| `ingest:<source>:<HH:MM>` | each `poll_at` of each enabled source, in the source's zone | ingest that source |
+| `send:<zone>:<HH:MM>` | each distinct send time of the active subscribers, in their zone | send the digests that are due |
+| `sweep` | every `SWEEP_MINUTES` | send whatever is due and unsent (after a downtime, a missed or skipped fire) |
+| `profiles` | every `PROFILES_MINUTES` | sync the profile folder, then the send jobs |
+| `retrain` | nightly, `RETRAIN_AT` UTC | rebuild the models that have new feedback |
+
+Started after a downtime, the service first sends today's digests that are due and unsent (the
+sweep runs at once); it never sends a past day's digest (that takes `digest send --date`).
+Sends never overlap, and each one is exactly-once per (subscriber, local date) by itself
+(`send.DigestSender`). On SIGTERM or SIGINT the web server stops taking requests, a send in
+progress finishes the message in hand and stops, and the scheduler waits for its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlmodel import select
+
+from .config import AppConfig, load_config
+from .db import Database
+from .delivery import make_transport
+from .ingest import SourceSpec, ingest_source
+from .models import Subscriber, utcnow
+from .profiles import sync_profiles
+from .render import Renderer
+from .schedule import parse_clock
+from .send import DigestSender, SendOptions
+from .settings import Settings
+from .training import retrain
+
+log = logging.getLogger(__name__)
+
+SWEEP_MINUTES = 5
+PROFILES_MINUTES = 10
+RETRAIN_AT = "03:00"
+#: A fire missed by less than this (the service was down) still runs once when it comes back.
+MISFIRE_GRACE = 6 * 3600
+
+_service: "Service | None" = None
+
+
+def run_job(kind: str, *args: str) -> None:
+    """The entry point of every stored job (APScheduler keeps a reference to it by name)."""
+    if _service is None:
+        log.warning("job %s %s fired outside a running service; ignored", kind, args)
+        return
+    _service.run(kind, *args)
+
+
+class Service:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.stopping = threading.Event()
+        self._send_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine)},
+            executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE},
+            timezone=dt.timezone.utc,
+        )
+
+    @property
+    def config(self) -> AppConfig:
+        return load_config(self.settings.config_path)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        global _service
+        _service = self
+        self.sync_profiles()
+        self.scheduler.start(paused=True)
+        self.sync_jobs()
+        # Catch up at once: today's due and unsent digests.
+        self.scheduler.add_job(run_job, "date", args=("sweep",), id="catch-up", name="catch-up", replace_existing=True, run_date=utcnow())
+        self.scheduler.resume()
+        log.info("scheduler started with %d jobs", len(self.scheduler.get_jobs()))
+
+    def stop(self) -> None:
+        """Stop after the message in hand; wait for running jobs."""
+        global _service
+        self.stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        _service = None
+        log.info("scheduler stopped")
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def sync_jobs(self) -> None:
+        """Make the stored jobs match the configured sources and the subscribers' send times."""
+        config = self.config
+        wanted: dict[str, tuple[tuple, object]] = {}
+        for source in config.sources:
+            if not source.enabled:
+                continue
+            for clock in source.poll_at:
+                time = parse_clock(clock)
+                wanted[f"ingest:{source.name}:{clock}"] = (("ingest", source.name), CronTrigger(hour=time.hour, minute=time.minute, timezone=source.timezone))
+        with self.db.session() as session:
+            groups = session.exec(
+                select(Subscriber.timezone, Subscriber.send_at).where(Subscriber.active == True).distinct()  # noqa: E712
+            ).all()
+        for zone, clock in groups:
+            time = parse_clock(clock)
+            wanted[f"send:{zone}:{clock}"] = (("send",), CronTrigger(hour=time.hour, minute=time.minute, timezone=zone))
+        wanted["sweep"] = (("sweep",), IntervalTrigger(minutes=SWEEP_MINUTES))
+        wanted["profiles"] = (("profiles",), IntervalTrigger(minutes=PROFILES_MINUTES))
+        time = parse_clock(RETRAIN_AT)
+        wanted["retrain"] = (("retrain",), CronTrigger(hour=time.hour, minute=time.minute, timezone=dt.timezone.utc))
+        existing = {job.id: job for job in self.scheduler.get_jobs()}
+        for job_id in existing:
+            if job_id not in wanted and job_id != "catch-up":
+                self.scheduler.remove_job(job_id)
+        for job_id, (args, trigger) in wanted.items():
+            job = existing.get(job_id)
+            # A job already stored keeps its next run time, so a fire missed while the service
+            # was down still happens (once) when it comes back.
+            if job is None or str(job.trigger) != str(trigger) or tuple(job.args) != args:
+                self.scheduler.add_job(run_job, trigger, args=args, id=job_id, name=job_id, replace_existing=True)
+
+    def run(self, kind: str, *args: str) -> None:
+        if self.stopping.is_set():
+            return
+        try:
+            if kind in ("send", "sweep"):
+                self.send_due()
+            elif kind == "ingest":
+                self.ingest(args[0])
+            elif kind == "profiles":
+                self.sync_profiles()
+                self.sync_jobs()
+            elif kind == "retrain":
+                retrain(self.db)
+            else:
+                log.error("unknown job %s", kind)
+        except Exception:
+            log.exception("job %s %s failed", kind, args)
+
+    def send_due(self) -> None:
+        with self._send_lock:  # sends never overlap
+            sender = DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings))
+            report = sender.run(options=SendOptions(due_only=True), should_stop=self.stopping.is_set)
+        done = {s: report.count(s) for s in ("sent", "empty", "failed", "deferred", "unknown") if report.count(s)}
+        if done:
+            log.info("send: %s%s", ", ".join(f"{n} {s}" for s, n in done.items()), f", {report.retries} retried" if report.retries else "")
+
+    def ingest(self, name: str) -> None:
+        source = next((s for s in self.config.sources if s.name == name), None)
+        if source is None:
+            log.warning("source %r is no longer configured", name)
+            return
+        ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers))
+
+    def sync_profiles(self) -> None:
+        report = sync_profiles(self.db, self.settings.profiles_dir)
+        for error in report.errors:
+            log.error("invalid profile %s", error)
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the scheduler and the web endpoints until SIGTERM or SIGINT."""
+    from . import web
+
+    db = Database(settings.database_url)
+    service = Service(settings, db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        await asyncio.to_thread(service.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.stop)
+
+    web.serve(settings, host, port, lifespan=lifespan, db=db)
