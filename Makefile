@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/digest bench
+	$(BIN)/digest bench --users 10000 --papers 2000 --scale 1000,10000,100000
 
 serve: $(STAMP)
 	$(BIN)/digest init

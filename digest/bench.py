@@ -5,25 +5,50 @@ Figures are printed, never asserted: speed targets live here, not in the test su
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 import os
+import re
 import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import numpy as np
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+from sqlalchemy import bindparam, insert, update
+from sqlmodel import select
+
+from .config import load_config
 from .db import Database
+from .delivery import OutboxTransport, SMTPTransport
 from .ingest import ingest_source
 from .ingest.readers import read
+from .links import LinkMaker, LinkSigner
+from .mail import Outgoing, compose
+from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
+from .render import DigestView, Renderer
+from .send import BATCH, DigestSender, Selection, Selector, digest_view
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Real papers for the benchmark: ../shared/data/arxiv-daily beside the checkout, or this variable.
 DATA = Path(os.environ.get("DIGEST_BENCH_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "arxiv-daily"))
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @dataclass
@@ -108,12 +133,312 @@ def bench_ingest(files: list[Path], workdir: Path) -> Stage:
     return stage
 
 
-def run(stages: list[str] | None = None) -> list[Stage]:
+#: Time zones of generated subscribers, UTC-11 to UTC+14.
+ZONES = (
+    "Pacific/Pago_Pago", "Pacific/Honolulu", "America/Los_Angeles", "America/Denver", "America/Chicago", "America/New_York",
+    "America/Sao_Paulo", "Atlantic/Azores", "UTC", "Europe/London", "Europe/Berlin", "Europe/Athens", "Africa/Nairobi",
+    "Asia/Dubai", "Asia/Kolkata", "Asia/Shanghai", "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland", "Pacific/Kiritimati",
+)
+_WORD = re.compile(r"[a-z][a-z-]{2,}")
+
+
+@dataclass
+class World:
+    """A benchmark database: real papers (the newest `papers` of them first seen today), and
+    generated subscribers with yesterday's digest and a history of clicks."""
+
+    path: Path
+    users: int
+    papers: int
+    past_papers: int
+    now: dt.datetime
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+def build_world(path: Path, files: list[Path], users: int, papers: int, seed: int = 0) -> World:
+    """Ingest the daily files into a new database at `path`, make the newest `papers` today's new
+    papers, and generate `users` subscribers: interests taken from the word pairs of one or two
+    categories' past titles, time zones from UTC-11 to UTC+14, some following categories, authors
+    or avoiding a topic, 70% with a trained model of past clicks (1-25 opened, a few turned down,
+    up to 100 shown and not opened), every one with yesterday's digest already sent."""
+    rng = np.random.default_rng(seed)
+    now = utcnow()
+    db = Database(f"sqlite:///{path}")
+    try:
+        for f in files:
+            result = ingest_source(db, str(f), now=now - dt.timedelta(days=40))
+            if not result.ok:
+                raise RuntimeError(f"{f}: {result.error}")
+        with db.session() as session:
+            rows = session.exec(select(Paper.id, Paper.title, Paper.categories, Paper.authors).order_by(Paper.id)).all()
+        if len(rows) < papers + 100:
+            raise ValueError(f"{len(rows)} papers in {files[0].parent}: too few for {papers} new ones and a past")
+        past, new = rows[: len(rows) - papers], rows[len(rows) - papers :]
+        new_first_seen = [now - dt.timedelta(hours=float(h)) for h in rng.uniform(1, 20, len(new))]
+        past_first_seen = [now - dt.timedelta(days=float(d)) for d in rng.uniform(1.2, 30, len(past))]
+        table = Paper.__table__
+        with db.transaction() as session:
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("pid")).values(first_seen=bindparam("seen")),
+                [{"pid": r[0], "seen": t} for r, t in zip([*past, *new], [*past_first_seen, *new_first_seen])],
+            )
+        by_category: dict[str, list[int]] = {}
+        for index, (_, _, categories, _) in enumerate(past):
+            if categories:
+                by_category.setdefault(categories[0], []).append(index)
+        topics = [c for c, members in by_category.items() if len(members) >= 20]
+        phrases = {c: _title_pairs([past[i][1] for i in by_category[c]]) for c in topics}
+        topics = [c for c in topics if len(phrases[c]) >= 3]
+        weights = np.array([len(by_category[c]) for c in topics], float)
+        weights /= weights.sum()
+        _insert_subscribers(db, rng, users, now, past, by_category, topics, weights, phrases)
+    finally:
+        db.dispose()
+    return World(path, users, papers, len(past), now)
+
+
+def _title_pairs(titles: list[str], keep: int = 40) -> list[str]:
+    """The most frequent pairs of adjacent words in `titles` (no stop words): interest phrases."""
+    counts: Counter = Counter()
+    for title in titles:
+        words = _WORD.findall(title.lower())
+        counts.update(f"{a} {b}" for a, b in zip(words, words[1:]) if a not in ENGLISH_STOP_WORDS and b not in ENGLISH_STOP_WORDS)
+    return [p for p, n in counts.most_common(keep) if n >= 2]
+
+
+def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights, phrases) -> None:
+    subscribers, models, digests = [], [], []
+    for n in range(users):
+        main = topics[rng.choice(len(topics), p=weights)]
+        mine = [main] + ([topics[rng.choice(len(topics), p=weights)]] if rng.random() < 0.3 else [])
+        pool = [p for c in mine for p in phrases[c]]
+        chosen = rng.choice(len(pool), size=min(len(pool), int(rng.integers(2, 6))), replace=False)
+        zone = ZONES[int(rng.integers(len(ZONES)))]
+        own = by_category[main]
+        subscribers.append({
+            "id": n + 1, "email": f"reader{n:06d}@example.org", "name": f"Reader {n}" if rng.random() < 0.5 else None,
+            "timezone": zone, "send_at": f"{int(rng.integers(6, 10)):02d}:00", "max_items": int(rng.choice([5, 10, 10, 10, 20])),
+            "interests": [{"phrase": pool[i], "weight": float(rng.choice([1.0, 1.0, 1.5, 2.0]))} for i in chosen],
+            "avoid": [phrases[topics[int(rng.integers(len(topics)))]][0]] if rng.random() < 0.1 else [],
+            "authors": [past[own[int(rng.integers(len(own)))]][3][0]] if rng.random() < 0.1 and past[own[0]][3] else [],
+            "categories": [main] if rng.random() < 0.2 else [],
+            "active": True, "bounces": 0, "created_at": now, "updated_at": now,
+        })
+        yesterday = now.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1)
+        digests.append({
+            "subscriber_id": n + 1, "local_date": yesterday, "status": DigestStatus.SENT.value, "attempts": 1,
+            "window_start": now - dt.timedelta(days=2), "window_end": now - dt.timedelta(hours=21), "created_at": now, "sent_at": now,
+        })
+        if rng.random() < 0.7:
+            opened = rng.choice(own, size=min(len(own), int(rng.integers(1, 26))), replace=False)
+            shown = rng.integers(0, len(past), size=int(rng.integers(20, 101)))
+            examples = {int(past[i][0]): -0.15 for i in shown}
+            examples.update({int(past[i][0]): (-1.0 if rng.random() < 0.05 else 1.0) for i in opened})
+            positives = sum(1 for w in examples.values() if w > 0)
+            models.append({
+                "subscriber_id": n + 1, "examples": [[p, w] for p, w in examples.items()], "positives": positives,
+                "negatives": sum(1 for w in examples.values() if w == -1.0), "evidence_until": now - dt.timedelta(hours=22), "trained_at": now,
+            })
+    with db.transaction() as session:
+        connection = session.connection()
+        for table, rows in ((Subscriber.__table__, subscribers), (SubscriberModel.__table__, models), (Digest.__table__, digests)):
+            for start in range(0, len(rows), 10_000):
+                connection.execute(insert(table), rows[start : start + 10_000])
+
+
+# --- the stages of a daily run, one by one ----------------------------------------------------------
+
+
+def _settings(world: World, workdir: Path, **extra: str) -> Settings:
+    env = {
+        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / "outbox"), "DIGEST_SECRET_KEY": "bench-secret-key",
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_BASE_URL": "https://digest.example.org",
+        "DIGEST_FROM": "Paper Digest <digest@example.org>", **extra,
+    }
+    return Settings.from_env(env, dotenv_path=None)
+
+
+def bench_stages(world: World, workdir: Path, sample: int, smtp_messages: int) -> list[Stage]:
+    """Fit, rank, render (both ways), compose, deliver (outbox, SMTP) and record, each on its own."""
+    settings = _settings(world, workdir)
+    config = load_config(settings.config_path)
+    db = Database(world.url)
+    stages: list[Stage] = []
+    with db.session() as session:
+        subscribers = list(session.exec(select(Subscriber).order_by(Subscriber.id)).all())
+    selector = Selector(db, config, world.now)
+    plans: list = []
+    stages.append(measure("model fit", "papers", lambda: (plans.extend(selector.plan(subscribers)), len(selector.papers))[1],
+                          f"text model on {world.past_papers + world.papers:,} papers, {world.papers:,} candidates vectorized, histories loaded"))
+    selections: list[Selection] = []
+
+    def rank() -> int:
+        for start in range(0, len(plans), BATCH):
+            selections.extend(selector.select(plans[start : start + BATCH]))
+        return len(plans)
+
+    stages.append(measure("ranking", "subscribers", rank, f"x {world.papers:,} papers, chunks of {BATCH}, top-k + MMR + reasons"))
+    chosen = [s for s in selections if s.ranked][:sample]
+    links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key()))
+    views = [_view(links, s, n) for n, s in enumerate(chosen)]
+    fast, slow = Renderer(TEMPLATES), Renderer(TEMPLATES, inline="message")
+    rendered: list = []
+    fast_stage = measure("render, CSS inlined per template", "emails", lambda: len([rendered.append(fast.render(v)) for v in views]), "HTML + text, one core")
+    slow_views = views[: max(1, min(len(views), sample // 10))]
+    slow_stage = measure("render, premailer per message", "emails", lambda: len([slow.render(v) for v in slow_views]), "HTML + text, one core")
+    same = sum(fast.render(v).html == slow.render(v).html for v in slow_views)
+    fast_stage.note += f"; {fast_stage.per_second / slow_stage.per_second:.0f}x premailer per message; identical HTML {same}/{len(slow_views)}"
+    stages += [fast_stage, slow_stage]
+    messages: list[Outgoing] = []
+    now = world.now
+
+    def compose_all() -> int:
+        for view, r in zip(views, rendered):
+            messages.append(compose(rendered=r, sender=settings.sender, to_email=view.subscriber_email, to_name=view.subscriber_name,
+                                    msg_id=f"<bench.{len(messages)}@example.org>", unsubscribe_url=view.unsubscribe_url, date=now))
+        return len(messages)
+
+    stages.append(measure("compose MIME", "emails", compose_all, "multipart/alternative, quoted-printable"))
+    if messages:
+        stages[-1].note += f", {np.mean([len(m.data) for m in messages]) / 1024:.0f} KB each"
+    outbox = OutboxTransport(workdir / "outbox-stage")
+
+    def write_outbox() -> int:
+        with outbox:
+            for n, message in enumerate(messages):
+                outbox.send(message, f"m{n:07d}")
+        return len(messages)
+
+    stages.append(measure("deliver to the outbox", "emails", write_outbox, "one file each, renamed into place, one sync per batch"))
+    for connections in (1, settings.smtp_connections):
+        stages.append(bench_smtp(messages[:smtp_messages], workdir, settings, connections))
+    recorder = DigestSender(db, settings, config, fast, OutboxTransport(workdir / "unused"))
+    stages.append(measure("record digests", "digests", lambda: sum(c is not None for part in _parts(selections, BATCH) for c in recorder.claim_many(part)),
+                          f"digests and their items, one transaction per {BATCH}"))
+    db.dispose()
+    return stages
+
+
+def _parts(values: list, size: int):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _view(links: LinkMaker, selection: Selection, n: int) -> DigestView:
+    """A selection as the email shows it, with item ids made up (nothing is stored by this stage)."""
+    digest = Digest(id=n + 1, subscriber_id=selection.subscriber.id, local_date=selection.local_date, window_start=selection.window_start, window_end=selection.window_end)
+    items = [DigestItem(id=n * 100 + rank, digest_id=n + 1, paper_id=p.id, rank=rank, score=r.score, reason=r.reason)
+             for rank, (r, p) in enumerate(zip(selection.ranked, selection.papers), start=1)]
+    return digest_view(links, digest, selection.subscriber, items, selection.papers)
+
+
+def bench_smtp(messages: list[Outgoing], workdir: Path, settings: Settings, connections: int) -> Stage:
+    """Messages to an aiosmtpd server on loopback, in a process of its own, over `connections` connections."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", f"from digest.bench import smtp_sink; smtp_sink({port})"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the benchmark's SMTP server did not start")
+        smtp = SMTPTransport(dataclasses.replace(settings, transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_connections=connections))
+
+        def deliver() -> int:
+            with smtp, ThreadPoolExecutor(connections) as pool:
+                list(pool.map(lambda pair: smtp.send(pair[1], f"m{pair[0]}"), enumerate(messages)))
+            return len(messages)
+
+        stage = measure(f"deliver by SMTP, {connections} connection{'s' if connections > 1 else ''}", "emails", deliver, "aiosmtpd on loopback (its own process)")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return stage
+
+
+def smtp_sink(port: int) -> None:
+    """An aiosmtpd server that accepts and counts every message (run by `bench_smtp` in a process of its own)."""
+    from aiosmtpd.controller import Controller
+
+    class Accept:
+        async def handle_DATA(self, server, session, envelope) -> str:
+            return "250 OK"
+
+    controller = Controller(Accept(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    finally:
+        controller.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the whole daily run ------------------------------------------------------------------------------
+
+
+def bench_daily_run(world: World, workdir: Path) -> Stage:
+    """`digest send` as a process of its own on the world's database, to the outbox: the whole
+    run (load, fit, rank, claim, render, write, record), its time and its peak memory."""
+    settings_env = {
+        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / f"outbox-{world.users}"), "DIGEST_SECRET_KEY": "bench-secret-key",
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_TRANSPORT": "outbox",
+        "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_"))} | settings_env
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "digest", "send"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=open(workdir / f"send-{world.users}.log", "wb"))
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    sent = sum(1 for _ in (workdir / f"outbox-{world.users}").glob("*.eml"))
+    if process.returncode != 0:
+        raise RuntimeError(f"digest send exited {process.returncode}; see {workdir / f'send-{world.users}.log'}")
+    return Stage(f"daily run, {world.users:,} subscribers", world.users, "subscribers", seconds, usage.ru_maxrss / 1024,
+                 f"x {world.papers:,} papers: {sent:,} emails to the outbox; `digest send` in its own process")
+
+
+# --- all of it ----------------------------------------------------------------------------------------
+
+
+def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_000, scale: Sequence[int] = (), sample: int = 2_000,
+        smtp_messages: int = 2_000, on_stage: Callable[[Stage], None] | None = None) -> list[Stage]:
+    """The benchmark: `stages` among ingest, stages (fit, rank, render, compose, deliver, record)
+    and daily (the whole run at `users`, then at each size of `scale`)."""
     files = daily_files()
-    results = []
+    wanted = set(stages or ("ingest", "stages", "daily"))
+    results: list[Stage] = []
+
+    def done(stage: Stage) -> None:
+        results.append(stage)
+        if on_stage:
+            on_stage(stage)
+
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as folder:
-        if not stages or "ingest" in stages:
-            results.append(bench_ingest(files, Path(folder)))
+        workdir = Path(folder)
+        if "ingest" in wanted:
+            done(bench_ingest(files, workdir))
+        if "stages" in wanted or "daily" in wanted:
+            for size in dict.fromkeys([users, *sorted(scale)]):
+                started = time.perf_counter()
+                world = build_world(workdir / f"world-{size}.db", files, size, papers)
+                log.info("generated %d subscribers in %.1f s", size, time.perf_counter() - started)
+                if "daily" in wanted:
+                    copy = World(workdir / f"run-{size}.db", size, papers, world.past_papers, world.now)
+                    shutil.copy(world.path, copy.path)
+                    done(bench_daily_run(copy, workdir))
+                    copy.path.unlink()
+                if "stages" in wanted and size == users:
+                    for stage in bench_stages(world, workdir, sample, smtp_messages):
+                        done(stage)
+                world.path.unlink()
+                shutil.rmtree(workdir / f"outbox-{size}", ignore_errors=True)
     return results
 
 

@@ -71,7 +71,7 @@ class App:
 
     def sender(self) -> DigestSender:
         try:
-            return DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings))
+            return DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings), workers=self.settings.workers)
         except SettingsError as exc:
             fail(str(exc), BAD_INPUT)
 
@@ -280,11 +280,20 @@ def run_send(app: App, date: dt.date | None, only: str | None, options: SendOpti
     return report
 
 
+#: A run with more digests than this prints its problems and a count by result, not a row each.
+TABLE_ROWS = 50
+
+
 def print_send(report: SendReport) -> None:
     table = Table(title="Digests")
     for column in ("subscriber", "date", "result", "items", "top paper / detail"):
         table.add_column(column, justify="right" if column == "items" else "left", overflow="fold")
-    for o in report.outcomes:
+    shown = report.outcomes
+    if len(shown) > TABLE_ROWS:
+        problems = [o for o in shown if o.status in ("failed", "deferred", "unknown")]
+        shown = (problems + [o for o in shown if o.status not in ("failed", "deferred", "unknown")])[:TABLE_ROWS]
+        table.caption = f"the first {len(shown)} of {len(report.outcomes):,} digests, problems first"
+    for o in shown:
         style = {"sent": "green", "failed": "red", "deferred": "red", "unknown": "yellow"}.get(o.status, "")
         status = f"[{style}]{o.status}[/]" if style else o.status
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
@@ -299,15 +308,16 @@ def print_send(report: SendReport) -> None:
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
         console.print(", ".join(parts) + ".")
-    for o in report.outcomes:
-        if o.status in ("failed", "deferred", "unknown"):
-            console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
+    for o in [o for o in report.outcomes if o.status in ("failed", "deferred", "unknown")][:TABLE_ROWS]:
+        console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
 
 
-def write_previews(report: SendReport, folder: Path) -> list[Path]:
-    """The HTML part of each message sent to the outbox in this run, as a file a browser opens."""
-    paths = []
+def write_previews(report: SendReport, folder: Path, limit: int = 20) -> list[Path]:
+    """The HTML part of the first `limit` messages sent to the outbox in this run, as files a browser opens."""
+    paths: list[Path] = []
     for outcome in report.outcomes:
+        if len(paths) >= limit:
+            break
         if outcome.status != "sent" or not outcome.detail.endswith(".eml"):
             continue
         eml = Path(outcome.detail)
@@ -336,26 +346,39 @@ def run(app: App) -> None:
 
 
 @main.command()
-@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest"]), help="Only these stages (default: all).")
+@click.option("--users", type=click.IntRange(1), default=10_000, show_default=True, help="Generated subscribers for the stages and the first daily run.")
+@click.option("--papers", type=click.IntRange(1), default=2_000, show_default=True, help="Real papers first seen today (the rest of the daily files are their past).")
+@click.option("--scale", default="", metavar="N,N,...", help="Also time the whole daily run at these numbers of subscribers (e.g. 1000,10000,100000).")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily"]), help="Only these parts (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(stages: tuple[str, ...], as_json: bool) -> None:
-    """Measure each stage's throughput, time and peak memory on real papers (../shared/data/arxiv-daily)."""
+def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json: bool) -> None:
+    """Measure each stage of the daily run (throughput, time, peak memory) on generated subscribers
+    and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size."""
     from . import bench as benchmark
 
     try:
-        results = benchmark.run(list(stages) or None)
-    except FileNotFoundError as exc:
-        fail(str(exc), BAD_INPUT)
+        sizes = [int(n) for n in scale.replace(" ", "").split(",") if n]
+    except ValueError:
+        fail(f"--scale takes numbers separated by commas, not {scale!r}", BAD_INPUT)
+    with progress() as bar:
+        task = bar.add_task("benchmark", total=None)
+        try:
+            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes,
+                                    on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc), BAD_INPUT)
     if as_json:
         click.echo(benchmark.as_json(results))
         return
-    table = Table(title="Benchmark")
+    table = Table(title=f"Benchmark ({os.cpu_count()} CPUs)")
     for column in ("stage", "items", "seconds", "per second", "peak RSS MB", "note"):
-        table.add_column(column, justify="left" if column in ("stage", "note") else "right")
+        table.add_column(column, justify="left" if column in ("stage", "note") else "right", overflow="fold")
     for s in results:
         table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
     console.print(table)
-    console.print(f"Process peak RSS: {benchmark.max_rss_mb():.0f} MB; {os.cpu_count()} CPUs.")
+    daily = sorted((s for s in results if s.name.startswith("daily run")), key=lambda s: s.items)
+    if len(daily) > 1:
+        console.print("Scaling: " + "; ".join(f"{s.items:,} subscribers {s.seconds:.1f} s ({1e3 * s.seconds / s.items:.2f} ms each, {s.peak_mb:.0f} MB)" for s in daily))
 
 
 @main.command()

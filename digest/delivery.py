@@ -1,26 +1,30 @@
 """Delivery: hand finished messages to the outbox folder or to an SMTP server.
 
-A transport is opened once for a batch (`with transport:`), so SMTP reuses one connection for
+A transport is opened once for a run (`with transport:`), so SMTP reuses its connections for
 many messages. Every message carries a key, stable for its digest: the outbox names its file
 after it and can later tell whether a message was written.
+
+Speed (see `digest bench`): the outbox writes files without a disk sync each and makes a batch
+durable with one `flush()`; SMTP keeps `smtp_connections` connections, one per sending thread.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import random
 import smtplib
 import ssl
-import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 
-from .mail import envelope_sender
+from .mail import Outgoing, envelope_sender
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,11 @@ class Delivered:
 
 class Transport:
     name = "transport"
+    #: Whether `delivered` can tell afterwards if a message went out (then a run may mark a whole
+    #: batch `sending` at once: an interruption is resolved by looking).
+    verifiable = False
+    #: How many threads may call `send` at once.
+    connections = 1
 
     def __enter__(self) -> "Transport":
         return self
@@ -52,9 +61,12 @@ class Transport:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def send(self, message: EmailMessage, key: str) -> Delivered:
+    def send(self, message: Outgoing, key: str) -> Delivered:
         """Deliver `message`, or raise `DeliveryError`."""
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make what was delivered so far durable (before a run records it as sent)."""
 
     def delivered(self, key: str) -> bool | None:
         """Whether the message of `key` was delivered: True, False, or None when this cannot be known."""
@@ -65,49 +77,88 @@ class Transport:
 
 
 class OutboxTransport(Transport):
-    """Writes one RFC 5322 `.eml` file per message; a file appears whole or not at all."""
+    """Writes one RFC 5322 `.eml` file per message; a file appears whole or not at all.
+
+    A file is written under a temporary name and renamed, so a crash never leaves half a
+    message under its real name. The disk sync is per batch: `flush()` syncs the file system
+    once (`syncfs`) and then the folder, instead of one `fsync` per file.
+    """
 
     name = "outbox"
+    verifiable = True
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._unsynced = False
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.eml"
 
-    def send(self, message: EmailMessage, key: str) -> Delivered:
+    def send(self, message: Outgoing, key: str) -> Delivered:
         target = self.path(key)
-        data = message.as_bytes()
-        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
+        temporary = self.folder / f".{key}.{os.getpid()}.tmp"
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            with open(temporary, "wb") as handle:
+                handle.write(message.data)
             os.replace(temporary, target)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise DeliveryError(f"cannot write {target}: {exc}") from exc
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
+        self._unsynced = True
         return Delivered(str(target))
 
     def delivered(self, key: str) -> bool:
-        return self.path(key).exists()
+        """Whether the message of `key` is in the outbox, whole (after a machine crash, a file
+        renamed but not yet synced could be empty or cut short: it does not count)."""
+        try:
+            with open(self.path(key), "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(size - 64, 0))
+                tail = handle.read()
+        except FileNotFoundError:
+            return False
+        return tail.rstrip(b"\r\n").endswith(b"--")  # the closing MIME boundary
+
+    def flush(self) -> None:
+        if self._unsynced:
+            _sync_file_system(self.folder)
+            self._unsynced = False
 
     def close(self) -> None:
-        # Make the renames themselves durable.
-        try:
-            fd = os.open(self.folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self.flush()
+
+
+def _sync_file_system(folder: Path) -> None:
+    """Everything written to `folder`'s file system so far, and the folder's entries, on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _syncfs is not None:
+            _syncfs(fd)
+        else:  # not Linux
+            os.sync()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
 
 
 class SMTPTransport(Transport):
-    """smtplib over one connection per batch; STARTTLS, SSL and login as the settings say.
+    """smtplib over `smtp_connections` connections, each reused for many messages and owned by
+    one sending thread; STARTTLS, SSL and login as the settings say.
 
     A temporary failure (4xx, 421, a timeout, a dropped or refused connection) is tried again on a
     new connection, up to `smtp_retries` times with exponential backoff; a permanent one (5xx)
@@ -119,7 +170,23 @@ class SMTPTransport(Transport):
     def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.sleep = sleep
-        self._connection: smtplib.SMTP | None = None
+        self.connections = settings.smtp_connections
+        self._local = threading.local()
+        self._open: set[smtplib.SMTP] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def _connection(self) -> smtplib.SMTP | None:
+        return getattr(self._local, "connection", None)
+
+    @_connection.setter
+    def _connection(self, connection: smtplib.SMTP | None) -> None:
+        with self._lock:
+            old = getattr(self._local, "connection", None)
+            self._open.discard(old)
+            if connection is not None:
+                self._open.add(connection)
+        self._local.connection = connection
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -136,15 +203,15 @@ class SMTPTransport(Transport):
             connection.login(s.smtp_username, s.smtp_password or "")
         return connection
 
-    def send(self, message: EmailMessage, key: str) -> Delivered:
-        recipient = message["To"].addresses[0].addr_spec
+    def send(self, message: Outgoing, key: str) -> Delivered:
+        recipient = message.recipient
         sender = envelope_sender(self.settings.sender)
         retries = 0
         while True:
             try:
                 if self._connection is None:
                     self._connection = self._connect()
-                refused = self._connection.send_message(message, from_addr=sender, to_addrs=[recipient])
+                refused = self._connection.sendmail(sender, [recipient], message.data)
                 if refused:  # not for a single recipient (smtplib raises), but be sure
                     code, reply = next(iter(refused.values()))
                     raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
@@ -174,12 +241,15 @@ class SMTPTransport(Transport):
                 pass
 
     def close(self) -> None:
-        if self._connection is not None:
+        """Say goodbye on every connection, whichever thread opened it."""
+        with self._lock:
+            connections, self._open = list(self._open), set()
+        for connection in connections:
             try:
-                self._connection.quit()
+                connection.quit()
             except (OSError, smtplib.SMTPException):
                 pass
-            self._connection = None
+        self._local = threading.local()
 
 
 def _classify(exc: Exception) -> tuple[str | None, bool]:

@@ -33,6 +33,17 @@ def _base36(number: int) -> str:
             return text
 
 
+class _KeyCachingSigner(Signer):
+    """itsdangerous's Signer, deriving each key once instead of on every signature (a digest
+    signs some thirty links); the tokens are the same."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        cache = self.__dict__.setdefault("_derived", {})
+        if secret_key not in cache:
+            cache[secret_key] = super().derive_key(secret_key)
+        return cache[secret_key]
+
+
 class LinkSigner:
     """Makes and checks tracked-link tokens; `old_keys` are accepted but never used to sign."""
 
@@ -40,7 +51,7 @@ class LinkSigner:
         if not secret_key:
             raise ValueError("a secret key is required to sign links")
         # itsdangerous signs with the last key and accepts every key of the list.
-        self._signer = Signer([*old_keys, secret_key], salt="digest.links", digest_method=hashlib.sha256)
+        self._signer = _KeyCachingSigner([*old_keys, secret_key], salt="digest.links", digest_method=hashlib.sha256)
 
     def token(self, action: str, object_id: int) -> str:
         if action not in ACTIONS:

@@ -1,14 +1,58 @@
-"""The email itself: `multipart/alternative` (text, then HTML) with the headers of DESIGN.md § Email."""
+"""The email itself: `multipart/alternative` (text, then HTML) with the headers of DESIGN.md § Email.
+
+Messages are built with the standard library's MIME classes under the `compat32` policy and
+their bodies quoted-printable encoded by `binascii` (C): the `EmailMessage` API parses every
+header into an object and encodes bodies in Python, which made composing a digest cost ten times
+as much as rendering it (2.7 ms against 0.25 ms, see `digest bench`).
+"""
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
+import secrets
+from dataclasses import dataclass
+from email.charset import BASE64, Charset
+from email.generator import NLCRE, BytesGenerator
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr, parseaddr
+from io import BytesIO
 
 from .render import RenderedDigest
+
+
+class _Wire(Compat32):
+    """compat32 with CRLF line ends, where a plain ASCII header stays on one line up to RFC 5322's
+    limit (a folded List-Unsubscribe URL trips up some readers of it) and is written as it is
+    rather than through `Header` (the slowest part of writing a message)."""
+
+    def _fold(self, name: str, value: object, sanitize: bool) -> str:
+        if isinstance(value, str) and value.isascii() and "\n" not in value and "\r" not in value and len(name) + len(value) + 2 <= self.max_line_length:
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
+WIRE = _Wire(linesep="\r\n", max_line_length=998)
+
+
+class _Generator(BytesGenerator):
+    """A body written in one piece rather than line by line: the same bytes, several times sooner."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            self.write(NLCRE.sub(self._NL, lines))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A finished message: its envelope recipient, its id and its bytes as they go on the wire."""
+
+    recipient: str
+    message_id: str
+    data: bytes
 
 
 def sender_domain(sender: str) -> str:
@@ -21,6 +65,31 @@ def message_id(digest_id: int, local_date: dt.date, sender: str) -> str:
     return f"<digest.{local_date:%Y%m%d}.{digest_id}@{sender_domain(sender)}>"
 
 
+class _EncodedWords(Header):
+    """RFC 2047 encoded words, folded at 78 columns whatever the policy's limit for plain headers."""
+
+    def encode(self, splitchars: str = ";, \t", maxlinelen: int | None = None, linesep: str = "\n") -> str:
+        return super().encode(splitchars, 78, linesep)
+
+
+#: UTF-8 headers in base64 encoded words: `Header` measures a quoted-printable word character by
+#: character in Python, a base64 one by arithmetic (1 ms against 0.1 ms for a long subject).
+_UTF8_BASE64 = Charset("utf-8")
+_UTF8_BASE64.header_encoding = BASE64
+
+
+def _header(value: str) -> str | Header:
+    """ASCII as it is; anything else as RFC 2047 encoded words."""
+    return value if value.isascii() else _EncodedWords(value, _UTF8_BASE64)
+
+
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii"))
+    return part
+
+
 def compose(
     *,
     rendered: RenderedDigest,
@@ -30,11 +99,12 @@ def compose(
     msg_id: str,
     unsubscribe_url: str,
     date: dt.datetime,
-) -> EmailMessage:
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = Address(display_name=to_name or "", addr_spec=to_email) if to_name else to_email
-    message["Subject"] = rendered.subject
+) -> Outgoing:
+    # "=_" never occurs in quoted-printable text, so the boundary needs no search of the bodies.
+    message = MIMEMultipart("alternative", boundary=f"=_digest_{secrets.token_hex(12)}")
+    message["From"] = _header(sender)
+    message["To"] = _header(formataddr((to_name, to_email), charset="utf-8")) if to_name else to_email
+    message["Subject"] = _header(rendered.subject)
     message["Date"] = format_datetime(date.astimezone(dt.timezone.utc))
     message["Message-ID"] = msg_id
     message["List-Id"] = formataddr(("Paper Digest", f"digest.{sender_domain(sender)}"))
@@ -42,9 +112,11 @@ def compose(
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["Auto-Submitted"] = "auto-generated"
     message["Precedence"] = "bulk"
-    message.set_content(rendered.text, subtype="plain", charset="utf-8")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return message
+    message.attach(_text_part(rendered.text, "plain"))
+    message.attach(_text_part(rendered.html, "html"))
+    buffer = BytesIO()
+    _Generator(buffer, mangle_from_=False, policy=WIRE).flatten(message)
+    return Outgoing(to_email, msg_id, buffer.getvalue())
 
 
 def envelope_sender(sender: str) -> str:

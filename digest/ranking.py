@@ -201,6 +201,15 @@ class Examples:
     row: dict[int, int]  # paper id -> row of `vectors`
     titles: dict[int, str]
 
+    @property
+    def paper_ids(self) -> list[int]:
+        """The paper id of each row of `vectors`."""
+        if getattr(self, "_paper_ids", None) is None:
+            self._paper_ids = [0] * len(self.row)
+            for paper, row in self.row.items():
+                self._paper_ids[row] = paper
+        return self._paper_ids
+
     @classmethod
     def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix) -> "Examples":
         """`papers` is [(id, title)], `counts` their term counts in the same order."""
@@ -233,6 +242,7 @@ class Candidates:
     categories: list[list[str]]
     author_index: dict[str, set[int]]  # author key (full, or initial form) -> rows
     category_index: dict[str, set[int]]
+    _similarity: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]]) -> "Candidates":
@@ -257,6 +267,15 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def similarity(self) -> np.ndarray | None:
+        """Cosine of every candidate with every other, dense, computed once for all readers (MMR
+        needs it for each reader's top); None when there are too many candidates to hold it."""
+        if len(self) > DENSE_SIMILARITY_LIMIT:
+            return None
+        if self._similarity is None:
+            self._similarity = (self.vectors @ self.vectors.T).toarray().astype(np.float32)
+        return self._similarity
 
     def by_authors(self, followed: Iterable[str]) -> tuple[set[int], dict[int, list[str]]]:
         rows: set[int] = set()
@@ -354,9 +373,16 @@ def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.
 
 #: How many places at the top are diversified (a digest holds at most 50; its top is what is read).
 MMR_DEPTH = 20
+#: Readers whose chosen items are compared with their opened papers in one product.
+NEAREST_GROUP = 64
+#: Up to this many candidates their likeness to each other is held as one dense matrix (100 MB at 5,000).
+DENSE_SIMILARITY_LIMIT = 5000
 
 
-def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float, duplicate: float = 0.6, depth: int = MMR_DEPTH) -> list[int]:
+def mmr(
+    order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float, duplicate: float = 0.6, depth: int = MMR_DEPTH,
+    similarity: np.ndarray | None = None,
+) -> list[int]:
     """Maximal marginal relevance for the first `depth` places of a list sorted best first: each
     next pick trades its relevance (scaled to the best) against how far its likeness to what was
     picked goes beyond `duplicate` (cosine); places after `depth` follow the scores.
@@ -370,7 +396,7 @@ def mmr(order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: in
     relevance = scores[pool].astype(np.float64)
     top = relevance.max()
     relevance = relevance / top if top > 0 else relevance
-    similar = (vectors[pool] @ vectors[pool].T).toarray()
+    similar = similarity[np.ix_(pool, pool)] if similarity is not None else (vectors[pool] @ vectors[pool].T).toarray()
     chosen = [0]
     closest = similar[0].copy()
     available = np.ones(len(pool), dtype=bool)
@@ -529,6 +555,7 @@ class Ranker:
         results = []
         coverage = None
         likeness = None
+        similarity = candidates.similarity() if cfg.diversity > 0 else None
         if require_match or explain:
             coverage = _coverage(candidates.present, s.queries)  # candidates x phrases
             if s.queries.positive.nnz:
@@ -550,15 +577,16 @@ class Ranker:
                 mask &= matched
             limit = k or reader.max_items
             order = top_k(scores, limit + 4 * min(limit, MMR_DEPTH), mask)
-            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity)
-            ranked = [Ranked(row, float(scores[row])) for row in picked]
-            if explain:
+            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity, similarity=similarity)
+            results.append([Ranked(row, float(scores[row])) for row in picked])
+        if explain:
+            nearest = self._nearest_positives(readers, results, candidates)
+            for i, (reader, ranked) in enumerate(zip(readers, results)):
                 for item in ranked:
-                    item.reasons = self._reasons(i, item.index, reader, s, candidates, coverage, likeness)
-            results.append(ranked)
+                    item.reasons = self._reasons(i, item.index, reader, s, candidates, coverage, likeness, nearest)
         return results
 
-    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness) -> list[str]:
+    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness, nearest: dict[tuple[int, int], int]) -> list[str]:
         cfg = self.config
         reasons = []
         mine = s.queries.phrase_columns(i)
@@ -571,9 +599,10 @@ class Ranker:
         from_history_part = s.weight[i, 0] * s.history[i, row]
         from_history = from_history_part >= HISTORY_SHARE * (from_history_part + (1 - s.weight[i, 0]) * s.interest[i, row]) or not reasons
         if reader.history.positives and from_history and self.examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
-            nearest = self._nearest_positive(reader, candidates, row)
-            if nearest is not None:
-                title = nearest if len(nearest) <= 70 else nearest[:69].rsplit(" ", 1)[0] + "…"
+            paper = nearest.get((i, row))
+            if paper is not None:
+                title = self.examples.titles[paper]
+                title = title if len(title) <= 70 else title[:69].rsplit(" ", 1)[0] + "…"
                 reasons.append(f"like “{title}” you opened")
         if s.votes is not None and s.votes[i, row] > 0:
             reasons.append("opened by readers like you")
@@ -585,13 +614,33 @@ class Ranker:
             reasons.append("in " + ", ".join(cats[:2]))
         return reasons
 
-    def _nearest_positive(self, reader: Reader, candidates: Candidates, row: int) -> str | None:
+    def _nearest_positives(self, readers: Sequence[Reader], results: list[list[Ranked]], candidates: Candidates) -> dict[tuple[int, int], int]:
+        """{(reader, candidate row): the paper the reader opened that is most like it}, for every
+        chosen item of readers with opened papers: one sparse product per group of readers (the
+        opened papers by the chosen items), not one per item."""
         examples = self.examples
-        rows = [(examples.row[p], p) for p, w in zip(reader.history.papers, reader.history.weights) if w > 0 and p in examples.row]
-        if not rows:
-            return None
-        sims = (examples.vectors[[r for r, _ in rows]] @ candidates.vectors[row].T).toarray().ravel()
-        return examples.titles.get(rows[int(np.argmax(sims))][1])
+        nearest: dict[tuple[int, int], int] = {}
+        if examples is None:
+            return nearest
+        positives = [[examples.row[p] for p, w in zip(r.history.papers, r.history.weights) if w > 0 and p in examples.row] for r in readers]
+        for start in range(0, len(readers), NEAREST_GROUP):
+            group = range(start, min(start + NEAREST_GROUP, len(readers)))
+            mine = [i for i in group if positives[i] and results[i]]
+            if not mine:
+                continue
+            example_rows = np.unique(np.concatenate([positives[i] for i in mine]))
+            item_rows = np.unique(np.concatenate([[item.index for item in results[i]] for i in mine]))
+            sims = (candidates.vectors[item_rows] @ examples.vectors[example_rows].T).toarray()
+            example_at = {row: j for j, row in enumerate(example_rows.tolist())}
+            item_at = {row: j for j, row in enumerate(item_rows.tolist())}
+            for i in mine:
+                columns = [example_at[row] for row in positives[i]]
+                rows = [item_at[item.index] for item in results[i]]
+                best = sims[np.ix_(rows, columns)].argmax(axis=1)
+                paper_of = [examples.paper_ids[positives[i][j]] for j in best]
+                for item, paper in zip(results[i], paper_of):
+                    nearest[(i, item.index)] = paper
+        return nearest
 
 
 @dataclass

@@ -3,16 +3,29 @@
 The templates live in `templates/email/`. HTML is autoescaped, so a title holding `<script>`
 arrives as text; premailer moves the stylesheet into `style` attributes, which is what mail
 clients honour, and keeps the `@media` rules that make the message fit a phone.
+
+Premailer costs milliseconds a message (it parses the stylesheet and matches every selector
+against every element), so it runs once per template version instead: on the template source,
+with its Jinja tags shielded, and each message is rendered from the inlined template. The HTML
+is the same, byte for byte, as premailer on the rendered message (tests/test_render.py checks
+it): values are escaped as premailer's serializer (libxml2) writes them, and a value that
+serializer would rewrite in some other way (a quote or a space in a URL, a carriage return) sends
+that one message down the slow path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
+from jinja2.filters import do_indent, do_wordwrap
+from markupsafe import Markup
 from premailer import Premailer
 
 log = logging.getLogger(__name__)
@@ -93,9 +106,18 @@ def join_phrases(phrases: list[str]) -> str:
 
 
 class Renderer:
-    """Renders digests with the templates of one folder."""
+    """Renders digests with the templates of one folder.
 
-    def __init__(self, templates_dir: str | Path) -> None:
+    `inline="template"` (the default) renders from the template inlined once; `"message"` runs
+    premailer on every rendered message, the straightforward way, kept as the reference.
+    """
+
+    HTML = "email/digest.html"
+
+    def __init__(self, templates_dir: str | Path, inline: str = "template") -> None:
+        if inline not in ("template", "message"):
+            raise ValueError(f"inline must be 'template' or 'message', not {inline!r}")
+        self.inline = inline
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True),
@@ -104,8 +126,26 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.html_template = self.env.get_template("email/digest.html")
+        self.env.filters["wrap_indented"] = lru_cache(maxsize=2**16)(partial(_wrap_indented, self.env))
+        # The inlined template escapes every value itself (as libxml2 would), so it needs no autoescape.
+        self.inlined_env = self.env.overlay(autoescape=False)
+        self.inlined_env.filters.update(libxml2_text=_libxml2_text, libxml2_attribute=_libxml2_attribute)
+        self.html_template = self.env.get_template(self.HTML)
         self.text_template = self.env.get_template("email/digest.txt")
+        self._inlined: Template | None = None
+        self._inlined_for: Template | None = None
+        #: Messages of the fast path that needed the slow one (see the module's docstring).
+        self.slow_renders = 0
+
+    def inlined_template(self) -> Template:
+        """The HTML template with its CSS inlined, made again when the template file changes
+        (Jinja's own check: the same template object while the file is unchanged)."""
+        template = self.env.get_template(self.HTML)
+        if template is not self._inlined_for:
+            source, _, _ = self.env.loader.get_source(self.env, self.HTML)
+            self._inlined = self.inlined_env.from_string(inline_template_css(source))
+            self._inlined_for = template
+        return self._inlined
 
     def context(self, view: DigestView) -> dict:
         return {
@@ -123,9 +163,21 @@ class Renderer:
 
     def render(self, view: DigestView) -> RenderedDigest:
         context = self.context(view)
-        html = inline_css(self.html_template.render(context))
-        text = self.text_template.render(context)
-        return RenderedDigest(view.subject, html, text)
+        return RenderedDigest(view.subject, self.render_html(context), self.text_template.render(context))
+
+    def render_html(self, context: dict) -> str:
+        if self.inline == "template":
+            try:
+                return self.inlined_template().render(context)
+            except _SlowPath:
+                self.slow_renders += 1
+        return inline_css(self.env.get_template(self.HTML).render(context))
+
+
+def _wrap_indented(env: Environment, text: str, width: int, indent: int) -> str:
+    """`text | wordwrap(width) | indent(indent, first=True)`, cached: a paper's abstract is
+    wrapped once for all the subscribers it goes to, not once per message."""
+    return do_indent(do_wordwrap(env, text, width), indent, first=True)
 
 
 def inline_css(html: str) -> str:
@@ -138,4 +190,95 @@ def inline_css(html: str) -> str:
         allow_network=False,
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+    ).transform(pretty_print=False)
+
+
+# --- inlining once per template ------------------------------------------------------------------
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_SHIELD = re.compile(r"JINJA(\d+)X")
+_EXPRESSION = re.compile(r"\{\{(-?)(.*?)(-?)\}\}", re.S)
+_inlined_sources: dict[str, str] = {}
+
+
+def inline_template_css(source: str) -> str:
+    """A Jinja HTML template with its stylesheet inlined by premailer, once per source.
+
+    Every Jinja tag is replaced by a plain word premailer leaves alone, then put back; an
+    expression gets a filter that escapes its value as premailer's serializer would write it, in
+    text or in an attribute (whichever it stands in).
+    """
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key in _inlined_sources:
+        return _inlined_sources[key]
+    tags: list[str] = []
+
+    def shield(match: re.Match) -> str:
+        tags.append(match.group(0))
+        return f"JINJA{len(tags) - 1}X"
+
+    shielded = _JINJA.sub(shield, source)
+    if _SHIELD.search(_JINJA.sub("", source)):
+        raise ValueError("the template holds a word that looks like a shielded Jinja tag (JINJA<n>X)")
+    inlined = inline_css(shielded)
+    in_tag = _inside_tags(inlined)
+
+    def restore(match: re.Match) -> str:
+        tag = tags[int(match.group(1))]
+        expression = _EXPRESSION.fullmatch(tag)
+        if expression is None:
+            return tag
+        left, body, right = expression.groups()
+        escape = "libxml2_attribute" if in_tag[match.start()] else "libxml2_text"
+        return f"{{{{{left} ({body.strip()})|{escape} {right}}}}}"
+
+    restored = _SHIELD.sub(restore, inlined)
+    if len(_SHIELD.findall(inlined)) != len(tags):
+        raise ValueError("premailer dropped or repeated a Jinja tag of the template; it cannot be inlined once")
+    _inlined_sources[key] = restored
+    return restored
+
+
+def _inside_tags(html: str) -> list[bool]:
+    """For each character of `html`, whether it stands inside a tag (`<...>`), as an attribute would."""
+    inside, result = False, []
+    for char in html:
+        if char == "<":
+            inside = True
+        result.append(inside)
+        if char == ">":
+            inside = False
+    return result
+
+
+class _SlowPath(Exception):
+    """A value the inlined template cannot write exactly as premailer would."""
+
+
+_TEXT_REWRITTEN = re.compile("[\r\x00]")  # libxml2 reads CR as LF and NUL as U+FFFD
+_ATTRIBUTE_PLAIN = re.compile(r"[!#-~]*")  # printable ASCII without space and double quote
+
+
+def _libxml2_text(value: object) -> str:
+    if isinstance(value, Markup):
+        raise _SlowPath("markup is re-serialized by premailer")
+    return _escape_text(str(value))
+
+
+def _libxml2_attribute(value: object) -> str:
+    if isinstance(value, Markup):
+        raise _SlowPath("markup is re-serialized by premailer")
+    return _escape_attribute(str(value))
+
+
+@lru_cache(maxsize=2**16)  # titles, authors and abstracts recur in many messages
+def _escape_text(text: str) -> str:
+    if _TEXT_REWRITTEN.search(text):
+        raise _SlowPath(text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attribute(text: str) -> str:
+    if not _ATTRIBUTE_PLAIN.fullmatch(text):
+        raise _SlowPath(text)  # libxml2 percent-escapes URLs and picks other quotes
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

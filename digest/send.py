@@ -7,29 +7,34 @@ runs, a subscriber gets one digest per local date, and a paper is never sent to 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import multiprocessing
 import os
 import socket
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from .config import AppConfig
 from .db import Database, chunks
-from .delivery import DeliveryError, Transport
+from .delivery import Delivered, DeliveryError, Transport
 from .links import LinkMaker, LinkSigner
-from .mail import compose, message_id
+from .mail import Outgoing, compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
 from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
 from .schedule import is_due, local_date
 from .settings import Settings
-from .training import community_clicks, load_histories
+from .training import community_clicks, history_papers, load_histories
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +160,13 @@ class Selector:
         """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
         the candidates (papers first seen since `since`) once for everyone."""
         fit_since = min(since, self.now - dt.timedelta(days=self.config.ranking.fit_days))
-        self.histories = load_histories(self.db, [s.id for s in subscribers])
+        history_ids = history_papers(self.db, [s.id for s in subscribers])
         with self.db.session() as session:
             corpus = list(session.exec(
                 select(Paper).where(col(Paper.first_seen) >= fit_since, col(Paper.first_seen) <= self.now).order_by(Paper.id)
             ).all())
             known = {p.id for p in corpus}
-            wanted = {p for h in self.histories.values() for p in h.papers} - known
+            wanted = history_ids - known
             corpus += [p for part in chunks(sorted(wanted)) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
             sent = session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
@@ -182,7 +187,7 @@ class Selector:
             self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers]
         )
         row = {p.id: i for i, p in enumerate(corpus)}
-        example_ids = sorted({p for h in self.histories.values() for p in h.papers if p in row})
+        example_ids = sorted(p for p in history_ids if p in row)
         examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]])
         community = Community(community_clicks(self.db), self.config.ranking.neighbours)
         self.ranker = Ranker(self.model, self.config.ranking, examples, community)
@@ -194,6 +199,7 @@ class Selector:
         if self.model is None or not plans:
             return [Selection(p.subscriber, p.local_date, p.window_start, self.now, [], [], 0) for p in plans]
         readers, allowed = [], []
+        histories = load_histories(self.db, [plan.subscriber.id for plan in plans])
         for plan in plans:
             subscriber = plan.subscriber
             mask = self._first_seen >= plan.window_start.timestamp()
@@ -201,7 +207,7 @@ class Selector:
             if sent:
                 mask &= ~np.isin(self._ids, list(sent))
             allowed.append(mask)
-            readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), self.histories.get(subscriber.id, History()), subscriber.max_items))
+            readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), histories.get(subscriber.id, History()), subscriber.max_items))
         ranked = self.ranker.rank(readers, self.candidates, allowed)
         return [
             Selection(plan.subscriber, plan.local_date, plan.window_start, self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
@@ -209,6 +215,12 @@ class Selector:
         ]
 
 
+#: Subscribers ranked, claimed (one transaction) and delivered together.
+BATCH = 500
+#: Digests to make in a run from which worker processes render and compose them (`workers`).
+WORKERS_FROM = 1000
+#: What forked worker processes make messages with: (the sender, the run's candidate papers).
+_WORKER_STATE: tuple | None = None
 #: Digests refused for good (SMTP 5xx) in a row after which an address is switched off.
 BOUNCE_LIMIT = 3
 #: A digest left `sending` longer than this by a run on another machine counts as interrupted.
@@ -249,7 +261,12 @@ class DigestSender:
         renderer: Renderer,
         transport: Transport,
         clock: Callable[[], dt.datetime] = utcnow,
+        workers: int = 1,
     ) -> None:
+        """`workers` > 1: a run with many digests renders and composes them in that many processes
+        (forked: only for a process with no other threads, such as `digest send`)."""
+        self.workers = workers
+        self._workers = None
         self.db = db
         self.settings = settings
         self.config = config
@@ -275,7 +292,8 @@ class DigestSender:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SendReport:
         """Send (or resume) the digest of `date`, or of each subscriber's today. `should_stop` is
-        asked before each subscriber: a stop finishes the message in hand and leaves the rest."""
+        asked before each message: a stop finishes the messages in hand and leaves the rest
+        (digests claimed but not sent stay `pending` for the next run)."""
         options = options or SendOptions(dry_run=dry_run)
         now = self.clock()
         subscribers = self.subscribers(only)
@@ -286,123 +304,296 @@ class DigestSender:
             return report
         selector = Selector(self.db, self.config, now)
         plans = selector.plan(subscribers, date)
-        fresh = [p for p in plans if p.existing is None]
-        selections = dict(zip((id(p) for p in fresh), selector.select(fresh)))
-        with self.transport:
-            for plan in plans:
-                if should_stop():
-                    report.stopped = True
-                    log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
-                    break
-                outcome = self._one(plan, selections.get(id(plan)), options, now)
-                report.outcomes.append(outcome)
-                if on_progress:
-                    on_progress(outcome)
+        parallel = not self.transport.verifiable and self.transport.connections > 1
+        fresh = sum(1 for p in plans if p.existing is None)
+        workers = self.workers if self.workers > 1 and fresh >= WORKERS_FROM and not options.dry_run else 0
+        with self.transport, (ThreadPoolExecutor(self.transport.connections, "smtp") if parallel else contextlib.nullcontext()) as pool, self._worker_processes(workers, selector):
+            # Batch after batch: while the worker processes (if any) make the messages of one
+            # batch, this process ranks and claims the next, then delivers the one before.
+            waiting: _Prepared | None = None
+            for start in range(0, len(plans) + BATCH, BATCH):
+                prepared = self._prepare(plans[start : start + BATCH], selector, options, now) if start < len(plans) else None
+                if waiting is not None:
+                    stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
+                    outcomes = waiting.outcomes()
+                    report.outcomes.extend(outcomes)
+                    if on_progress:
+                        for outcome in outcomes:
+                            on_progress(outcome)
+                    if stopped:
+                        report.stopped = True
+                        log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
+                        break
+                waiting = prepared
         return report
 
-    def _one(self, plan: Plan, selection: Selection | None, options: SendOptions, now: dt.datetime) -> Outcome:
+    @contextlib.contextmanager
+    def _worker_processes(self, workers: int, selector: Selector) -> Iterator[None]:
+        """Processes that render and compose messages while this one ranks, stores and delivers.
+
+        They are forked once the candidates are loaded, so they know every paper without being
+        sent any; a task is a digest's ids, its subscriber's name and the rows of its papers."""
+        global _WORKER_STATE
+        if workers < 2:
+            yield
+            return
+        self.db.engine.dispose()  # no database connection crosses the fork
+        _WORKER_STATE = (self, selector.papers)
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        self._workers = pool
+        try:
+            yield
+        finally:
+            self._workers = None
+            _WORKER_STATE = None
+            pool.terminate()
+            pool.join()
+
+    def _prepare(self, plans: Sequence[Plan], selector: Selector, options: SendOptions, now: dt.datetime) -> _Prepared:
+        """One batch of subscribers ranked together and claimed in one transaction; their
+        messages begun (by the worker processes, if any)."""
+        done: dict[int, Outcome] = {}
+        jobs: list[_Job] = []
+        fresh = [p for p in plans if p.existing is None]
+        for plan in plans:
+            if plan.existing is not None:
+                outcome, job = self._resume(plan, options, now)
+                if job is None:
+                    done[id(plan)] = outcome
+                else:
+                    jobs.append(job)
+        if fresh:
+            selections = selector.select(fresh)
+            if options.dry_run:
+                for plan, selection in zip(fresh, selections):
+                    done[id(plan)] = _dry_run(selection)
+            else:
+                for plan, selection, claim in zip(fresh, selections, self.claim_many(selections)):
+                    outcome = Outcome(plan.subscriber.email, plan.local_date, "already")
+                    if claim is None:
+                        outcome.detail = "claimed by another run"
+                        done[id(plan)] = outcome
+                    elif not selection.ranked:
+                        outcome.status, outcome.detail = "empty", selection.empty_reason
+                        done[id(plan)] = outcome
+                    else:
+                        digest, items = claim
+                        rows = [ranked.index for ranked in selection.ranked]
+                        jobs.append(_Job(plan, digest, plan.subscriber, items, selection.papers, outcome, DigestStatus.PENDING, rows))
+        return _Prepared(plans, done, jobs, self._messages(jobs, now))
+
+    def _resume(self, plan: Plan, options: SendOptions, now: dt.datetime) -> tuple[Outcome, _Job | None]:
+        """A digest that exists already: left alone, recovered, or (as a job) delivered now."""
         outcome = Outcome(plan.subscriber.email, plan.local_date, "already")
         digest = plan.existing
-        if digest is not None:
-            status = digest.status
-            if status == DigestStatus.SENDING.value:
-                return self._recover(digest, plan.subscriber, outcome, options, now)
-            resumable = {DigestStatus.PENDING.value, DigestStatus.DEFERRED.value}
-            if options.retry_failed:
-                resumable.add(DigestStatus.FAILED.value)
-            if options.resend_unknown:
-                resumable.add(DigestStatus.UNKNOWN.value)
-            if status not in resumable:
-                outcome.detail = status if status != DigestStatus.FAILED.value else f"failed: {digest.reason}"
-                return outcome
-            if options.dry_run:
-                outcome.detail = f"{status}, would resume"
-                return outcome
-            return self._deliver(digest, plan.subscriber, now, outcome)
-        assert selection is not None
+        status = digest.status
+        if status == DigestStatus.SENDING.value:
+            return self._recover(digest, plan, outcome, options, now)
+        resumable = {DigestStatus.PENDING.value, DigestStatus.DEFERRED.value}
+        if options.retry_failed:
+            resumable.add(DigestStatus.FAILED.value)
+        if options.resend_unknown:
+            resumable.add(DigestStatus.UNKNOWN.value)
+        if status not in resumable:
+            outcome.detail = status if status != DigestStatus.FAILED.value else f"failed: {digest.reason}"
+            return outcome, None
         if options.dry_run:
-            outcome.status = "dry-run" if selection.ranked else "empty"
-            outcome.items = len(selection.ranked)
-            outcome.top = selection.papers[0].title if selection.papers else ""
-            outcome.detail = "" if selection.ranked else selection.empty_reason
-            return outcome
-        digest = self._claim(selection)
-        if digest is None:
-            outcome.detail = "claimed by another run"
-            return outcome
-        if digest.status == DigestStatus.EMPTY.value:
-            outcome.status, outcome.detail = "empty", digest.reason or ""
-            return outcome
-        return self._deliver(digest, plan.subscriber, now, outcome)
+            outcome.detail = f"{status}, would resume"
+            return outcome, None
+        return outcome, self._job(plan, digest, outcome, DigestStatus(status))
 
-    def _claim(self, selection: Selection) -> Digest | None:
-        """Record the digest and its items in one transaction; None when it exists already."""
-        digest = Digest(
-            subscriber_id=selection.subscriber.id,
-            local_date=selection.local_date,
-            window_start=selection.window_start,
-            window_end=selection.window_end,
-            status=DigestStatus.PENDING.value if selection.ranked else DigestStatus.EMPTY.value,
-            reason=None if selection.ranked else selection.empty_reason,
-        )
-        try:
-            with self.db.transaction() as session:
-                session.add(digest)
-                session.flush()
-                for rank, (ranked, paper) in enumerate(zip(selection.ranked, selection.papers), start=1):
-                    session.add(DigestItem(digest_id=digest.id, paper_id=paper.id, rank=rank, score=ranked.score, reason=ranked.reason))
-        except IntegrityError:
-            log.info("digest of %s for %s was claimed by another run", selection.subscriber.email, selection.local_date)
-            return None
-        if not selection.ranked:
-            log.info("no digest for %s on %s: %s", selection.subscriber.email, selection.local_date, digest.reason)
-        return digest
+    def _job(self, plan: Plan, digest: Digest, outcome: Outcome, expected: DigestStatus) -> _Job:
+        items, papers = load_items(self.db, digest.id)
+        return _Job(plan, digest, plan.subscriber, items, papers, outcome, expected)
 
-    def _recover(self, digest: Digest, subscriber: Subscriber, outcome: Outcome, options: SendOptions, now: dt.datetime) -> Outcome:
+    def claim_many(self, selections: Sequence[Selection]) -> list[tuple[ClaimedDigest, list[ClaimedItem]] | None]:
+        """Record the digests of a batch and their items in one transaction; None for a digest
+        that exists already (another run claimed it first)."""
+        now = self.clock()
+        rows = [
+            {
+                "subscriber_id": s.subscriber.id, "local_date": s.local_date, "window_start": s.window_start, "window_end": s.window_end,
+                "status": (DigestStatus.PENDING if s.ranked else DigestStatus.EMPTY).value,
+                "reason": None if s.ranked else s.empty_reason, "attempts": 0, "created_at": now,
+            }
+            for s in selections
+        ]
+        with self.db.transaction() as session:
+            ids = _insert_new_digests(session, rows)
+            item_rows = [
+                {"digest_id": ids[s.subscriber.id], "paper_id": paper.id, "rank": rank, "score": ranked.score, "reason": ranked.reason}
+                for s in selections if s.subscriber.id in ids
+                for rank, (ranked, paper) in enumerate(zip(s.ranked, s.papers), start=1)
+            ]
+            item_ids: dict[tuple[int, int], int] = {}
+            if item_rows:
+                table = DigestItem.__table__
+                result = session.connection().execute(insert(table).returning(table.c.id, table.c.digest_id, table.c.rank), item_rows)
+                item_ids = {(digest_id, rank): item_id for item_id, digest_id, rank in result}
+        claims: list[tuple[Digest, list[DigestItem]] | None] = []
+        for selection, row in zip(selections, rows):
+            digest_id = ids.get(selection.subscriber.id)
+            if digest_id is None:
+                log.info("digest of %s for %s was claimed by another run", selection.subscriber.email, selection.local_date)
+                claims.append(None)
+                continue
+            if not selection.ranked:
+                log.info("no digest for %s on %s: %s", selection.subscriber.email, selection.local_date, row["reason"])
+            items = [ClaimedItem(item_ids[(digest_id, rank)], rank, ranked.reason) for rank, ranked in enumerate(selection.ranked, start=1)]
+            claims.append((ClaimedDigest(digest_id, row["subscriber_id"], row["local_date"], row["status"]), items))
+        return claims
+
+    def _recover(self, digest: Digest, plan: Plan, outcome: Outcome, options: SendOptions, now: dt.datetime) -> tuple[Outcome, _Job | None]:
         """A digest found `sending`: in flight in a live run (left alone), or interrupted."""
+        subscriber = plan.subscriber
         if not _interrupted(digest, now):
             outcome.detail = f"being sent by {digest.claimed_by}"
-            return outcome
+            return outcome, None
         delivered = self.transport.delivered(outbox_key(digest, subscriber))
         if delivered:
-            self._finish(digest, DigestStatus.SENT, sent_at=digest.sending_since or now)
+            self._finish(digest, subscriber, DigestStatus.SENT, sent_at=digest.sending_since or now)
             outcome.status, outcome.detail = "sent", "found in the outbox after an interruption"
-            return outcome
+            return outcome, None
         if delivered is False or options.resend_unknown:
-            # The outbox has no file: the write never completed, so sending is safe.
+            # The outbox has no (whole) file: the write never completed, so sending is safe.
             if not self._transition(digest, DigestStatus.SENDING, DigestStatus.PENDING):
                 outcome.detail = "taken by another run"
-                return outcome
-            return self._deliver(digest, subscriber, now, outcome)
-        self._finish(digest, DigestStatus.UNKNOWN, "interrupted while sending; the SMTP server may or may not have it")
+                return outcome, None
+            return outcome, self._job(plan, digest, outcome, DigestStatus.PENDING)
+        self._finish(digest, subscriber, DigestStatus.UNKNOWN, "interrupted while sending; the SMTP server may or may not have it")
         log.warning("digest %d of %s was interrupted while sending: reported unknown, not sent again", digest.id, subscriber.email)
         outcome.status, outcome.detail = "unknown", "interrupted while sending"
-        return outcome
+        return outcome, None
 
-    def _deliver(self, digest: Digest, subscriber: Subscriber, now: dt.datetime, outcome: Outcome) -> Outcome:
-        key = outbox_key(digest, subscriber)
-        items, papers = load_items(self.db, digest.id)
-        message = self.message(digest, subscriber, items, papers, now)
-        if not self._transition(digest, DigestStatus(digest.status), DigestStatus.SENDING, message_id=message["Message-ID"]):
-            outcome.detail = "taken by another run"
-            return outcome
+    def _deliver_many(self, jobs: Sequence[_Job], messages: Iterator[Outgoing], now: dt.datetime, should_stop: Callable[[], bool], pool: ThreadPoolExecutor | None) -> bool:
+        """Deliver `jobs` (their `messages` in the same order); True when asked to stop before the end.
+
+        To a transport that can tell afterwards what it delivered (the outbox), the batch is
+        marked `sending` in one statement, written, made durable with one sync and marked `sent`
+        in one more: a crash in between is resolved by looking. To one that cannot (SMTP), each
+        message is marked `sending` on its own just before it is handed over, so that a crash
+        leaves only the messages in hand (one per connection) in doubt.
+        """
+        if not jobs:
+            return False
+        if pool is not None:
+            return self._deliver_parallel(jobs, messages, should_stop, pool)
+        if not self.transport.verifiable:
+            for job, message in zip(jobs, messages):
+                if should_stop():
+                    return True
+                self._deliver_one(job, message)
+            return False
+        started = self._start_many(jobs)
+        IN_FLIGHT.update(job.digest.id for job in started)
+        sent: list[_Job] = []
+        stopped = False
+        try:
+            for position, (job, message) in enumerate(zip(jobs, messages)):
+                if job.finished:  # not started: another run has it
+                    continue
+                if should_stop():
+                    self._stop_many([j for j in jobs[position:] if not j.finished])
+                    stopped = True
+                    break
+                try:
+                    delivered = self.transport.send(message, outbox_key(job.digest, job.subscriber))
+                except DeliveryError as exc:
+                    self._failed(job, exc)
+                    continue
+                job.delivered(delivered)
+                sent.append(job)
+            self.transport.flush()
+            self._finish_many(sent)
+        finally:
+            IN_FLIGHT.difference_update(job.digest.id for job in started)
+        return stopped
+
+    def _deliver_parallel(self, jobs: Sequence[_Job], messages: Iterator[Outgoing], should_stop: Callable[[], bool], pool: ThreadPoolExecutor) -> bool:
+        """Messages rendered here and handed to the pool's threads, each with its own connection;
+        at most two per thread wait, so memory stays flat however long the list."""
+        window = threading.BoundedSemaphore(2 * self.transport.connections)
+        futures = []
+        stopped = False
+        try:
+            for job, message in zip(jobs, messages):
+                if should_stop():
+                    stopped = True
+                    break
+                window.acquire()
+                future = pool.submit(self._deliver_one, job, message, should_stop)
+                future.add_done_callback(lambda _: window.release())
+                futures.append(future)
+        finally:
+            for future in futures:
+                future.result()
+        return stopped
+
+    def _deliver_one(self, job: _Job, message: Outgoing, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """One message: marked `sending`, handed over, recorded. One waiting for a thread when a
+        stop comes is left `pending` for the next run."""
+        digest = job.digest
+        if should_stop():
+            return
+        if not self._transition(digest, job.expected, DigestStatus.SENDING, message_id=message.message_id):
+            job.outcome.detail = "taken by another run"
+            job.finished = True
+            return
         IN_FLIGHT.add(digest.id)
         try:
-            delivered = self.transport.send(message, key)
+            delivered = self.transport.send(message, outbox_key(digest, job.subscriber))
         except DeliveryError as exc:
-            outcome.retries = exc.retries
-            status = DigestStatus.FAILED if exc.permanent else DigestStatus.DEFERRED
-            self._finish(digest, status, str(exc), bounced=exc.permanent)
-            log.error("digest for %s not delivered (%s): %s", subscriber.email, status.value, exc)
-            outcome.status, outcome.detail = status.value, str(exc)
-            return outcome
+            self._failed(job, exc)
+            return
         finally:
             IN_FLIGHT.discard(digest.id)
-        self._finish(digest, DigestStatus.SENT, sent_at=self.clock())
-        outcome.status, outcome.items, outcome.retries = "sent", len(items), delivered.retries
-        outcome.top = papers[0].title if papers else ""
-        outcome.detail = delivered.where
-        return outcome
+        self._finish(digest, job.subscriber, DigestStatus.SENT, sent_at=self.clock())
+        job.delivered(delivered)
+
+    def _failed(self, job: _Job, exc: DeliveryError) -> None:
+        status = DigestStatus.FAILED if exc.permanent else DigestStatus.DEFERRED
+        self._finish(job.digest, job.subscriber, status, str(exc), bounced=exc.permanent)
+        log.error("digest for %s not delivered (%s): %s", job.subscriber.email, status.value, exc)
+        job.outcome.status, job.outcome.detail, job.outcome.retries = status.value, str(exc), exc.retries
+        job.finished = True
+
+    def _start_many(self, jobs: Sequence[_Job]) -> list[_Job]:
+        """Mark `jobs` sending, each only if still in the state it was read in: those that were."""
+        started: set[int] = set()
+        values = {"status": DigestStatus.SENDING.value, "claimed_by": ME, "sending_since": self.clock(), "attempts": Digest.attempts + 1}
+        with self.db.transaction() as session:
+            for expected in {job.expected for job in jobs}:
+                for part in chunks([job.digest.id for job in jobs if job.expected == expected]):
+                    statement = update(Digest).where(col(Digest.id).in_(part), Digest.status == expected.value).values(**values).returning(Digest.id)
+                    started.update(session.execute(statement).scalars())
+        for job in jobs:
+            if job.digest.id in started:
+                job.digest.status = DigestStatus.SENDING.value
+            else:
+                log.info("digest %d moved on in another run", job.digest.id)
+                job.outcome.detail = "taken by another run"
+                job.finished = True
+        return [job for job in jobs if job.digest.id in started]
+
+    def _stop_many(self, jobs: Sequence[_Job]) -> None:
+        """Give back digests marked `sending` but not begun: the next run sends them."""
+        with self.db.transaction() as session:
+            for part in chunks([job.digest.id for job in jobs]):
+                session.execute(update(Digest).where(col(Digest.id).in_(part), Digest.status == DigestStatus.SENDING.value).values(status=DigestStatus.PENDING.value))
+
+    def _finish_many(self, jobs: Sequence[_Job]) -> None:
+        """Record a batch as sent, and the good news for addresses that had bounced, in one transaction."""
+        if not jobs:
+            return
+        sent_at = self.clock()
+        with self.db.transaction() as session:
+            for part in chunks([job.digest.id for job in jobs]):
+                session.execute(update(Digest).where(col(Digest.id).in_(part)).values(status=DigestStatus.SENT.value, sent_at=sent_at))
+            recovered = [job.subscriber.id for job in jobs if job.subscriber.bounces]
+            if recovered:
+                session.execute(update(Subscriber).where(col(Subscriber.id).in_(recovered)).values(bounces=0))
+        for job in jobs:
+            job.digest.status = DigestStatus.SENT.value
 
     def _transition(self, digest: Digest, expected: DigestStatus, status: DigestStatus, message_id: str | None = None) -> bool:
         """Move `digest` from `expected` to `status` unless another run moved it first."""
@@ -419,28 +610,28 @@ class DigestSender:
         digest.status = status.value
         return True
 
-    def _finish(self, digest: Digest, status: DigestStatus, reason: str | None = None, *, sent_at: dt.datetime | None = None, bounced: bool = False) -> None:
+    def _finish(
+        self, digest: Digest, subscriber: Subscriber, status: DigestStatus, reason: str | None = None, *, sent_at: dt.datetime | None = None, bounced: bool = False
+    ) -> None:
         """Record the outcome of a delivery, and what it says about the address, in one transaction."""
+        values: dict = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason
+        if sent_at is not None:
+            values["sent_at"] = sent_at
         with self.db.transaction() as session:
-            row = session.get(Digest, digest.id)
-            row.status = status.value
-            row.reason = reason if reason is not None else row.reason
-            if sent_at is not None:
-                row.sent_at = sent_at
-            session.add(row)
-            subscriber = session.get(Subscriber, row.subscriber_id)
+            session.execute(update(Digest).where(Digest.id == digest.id).values(**values))
             if bounced:
-                subscriber.bounces += 1
-                if subscriber.bounces >= BOUNCE_LIMIT:
-                    subscriber.active = False
-                    subscriber.disabled_reason = f"bounced {subscriber.bounces} times in a row; last: {reason}"
-                    log.warning("%s switched off: %s", subscriber.email, subscriber.disabled_reason)
-                session.add(subscriber)
+                row = session.get(Subscriber, digest.subscriber_id)
+                row.bounces += 1
+                if row.bounces >= BOUNCE_LIMIT:
+                    row.active = False
+                    row.disabled_reason = f"bounced {row.bounces} times in a row; last: {reason}"
+                    log.warning("%s switched off: %s", row.email, row.disabled_reason)
+                session.add(row)
             elif status == DigestStatus.SENT and subscriber.bounces:
-                subscriber.bounces = 0
-                session.add(subscriber)
+                session.execute(update(Subscriber).where(Subscriber.id == digest.subscriber_id).values(bounces=0))
         digest.status = status.value
-
 
     def view(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> DigestView:
         return digest_view(self.links, digest, subscriber, items, papers)
@@ -448,10 +639,21 @@ class DigestSender:
     def render(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> RenderedDigest:
         return self.renderer.render(self.view(digest, subscriber, items, papers))
 
-    def message(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper], now: dt.datetime):
-        rendered = self.render(digest, subscriber, items, papers)
+    def _messages(self, jobs: Sequence[_Job], now: dt.datetime) -> Iterator[Outgoing]:
+        """The message of each job, in order: made by the worker processes of the run where there
+        are (see `run`), else here."""
+        if self._workers is None or any(job.paper_rows is None for job in jobs):
+            return (self.message(job.digest, job.subscriber, job.items, job.papers, now) for job in jobs)
+        tasks = [
+            (job.digest.id, job.digest.subscriber_id, job.digest.local_date, job.subscriber.email, job.subscriber.name,
+             job.subscriber.interests, [(item.id, item.rank, item.reason) for item in job.items], job.paper_rows, now)
+            for job in jobs
+        ]
+        return self._workers.imap(_message_in_worker, tasks, chunksize=8)
+
+    def message(self, digest: Digest | ClaimedDigest, subscriber: Subscriber, items: Sequence, papers: Sequence[Paper], now: dt.datetime) -> Outgoing:
         return compose(
-            rendered=rendered,
+            rendered=self.render(digest, subscriber, items, papers),
             sender=self.settings.sender,
             to_email=subscriber.email,
             to_name=subscriber.name,
@@ -459,6 +661,102 @@ class DigestSender:
             unsubscribe_url=self.links.unsubscribe(digest.id),
             date=now,
         )
+
+
+@dataclass(slots=True)
+class ClaimedDigest:
+    """What a run needs of a digest it has just stored (cheaper than a model object per digest)."""
+
+    id: int
+    subscriber_id: int
+    local_date: dt.date
+    status: str
+
+
+@dataclass(slots=True)
+class ClaimedItem:
+    id: int
+    rank: int
+    reason: str
+
+
+@dataclass
+class _Prepared:
+    """A batch claimed and on its way: its plans, those settled already, and the jobs to deliver."""
+
+    plans: Sequence[Plan]
+    done: dict[int, Outcome]
+    jobs: list[_Job]
+    messages: Iterator[Outgoing]
+
+    def outcomes(self) -> list[Outcome]:
+        for job in self.jobs:
+            if job.finished:
+                self.done[id(job.plan)] = job.outcome
+        return [self.done[id(p)] for p in self.plans if id(p) in self.done]
+
+
+@dataclass(eq=False)
+class _Job:
+    """A claimed digest on its way to the transport, and what became of it."""
+
+    plan: Plan
+    digest: Digest | ClaimedDigest
+    subscriber: Subscriber
+    items: list[DigestItem] | list[ClaimedItem]
+    papers: list[Paper]
+    outcome: Outcome
+    #: The state the digest was read in: it moves to `sending` only from there.
+    expected: DigestStatus
+    #: Where its papers are among the run's candidates (what a worker process knows them by).
+    paper_rows: list[int] | None = None
+    finished: bool = False
+
+    def delivered(self, delivered: Delivered) -> None:
+        self.outcome.status, self.outcome.items, self.outcome.retries = "sent", len(self.items), delivered.retries
+        self.outcome.top = self.papers[0].title if self.papers else ""
+        self.outcome.detail = delivered.where
+        self.finished = True
+
+
+def _message_in_worker(task: tuple) -> Outgoing:
+    """A message made in a worker process from a task of `DigestSender._messages`."""
+    sender, papers = _WORKER_STATE
+    digest_id, subscriber_id, local_date, email, name, interests, items, rows, now = task
+    digest = ClaimedDigest(digest_id, subscriber_id, local_date, DigestStatus.SENDING.value)
+    subscriber = SimpleNamespace(email=email, name=name, interests=interests)
+    return sender.message(digest, subscriber, [ClaimedItem(*item) for item in items], [papers[row] for row in rows], now)
+
+
+def _dry_run(selection: Selection) -> Outcome:
+    return Outcome(
+        selection.subscriber.email, selection.local_date, "dry-run" if selection.ranked else "empty", len(selection.ranked),
+        selection.papers[0].title if selection.papers else "", "" if selection.ranked else selection.empty_reason,
+    )
+
+
+def _insert_new_digests(session, rows: list[dict]) -> dict[int, int]:
+    """Insert the digests of `rows` that do not exist yet: {subscriber id: new digest id}.
+
+    SQLite and PostgreSQL skip an existing (subscriber, date) within the one statement (ON
+    CONFLICT DO NOTHING); elsewhere each row is tried in a savepoint of its own."""
+    table = Digest.__table__
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table).on_conflict_do_nothing(index_elements=["subscriber_id", "local_date"])
+        result = connection.execute(statement.returning(table.c.id, table.c.subscriber_id), rows)
+        return {subscriber_id: digest_id for digest_id, subscriber_id in result}
+    ids = {}
+    for row in rows:
+        try:
+            with session.begin_nested():
+                ids[row["subscriber_id"]] = connection.execute(insert(table).returning(table.c.id), row).scalar_one()
+        except IntegrityError:
+            pass
+    return ids
 
 
 def _interrupted(digest: Digest, now: dt.datetime) -> bool:
@@ -491,19 +789,28 @@ def load_items(db: Database, digest_id: int) -> tuple[list[DigestItem], list[Pap
 
 
 def item_view(paper: Paper, rank: int, reason: str, click_url: str, more_url: str, less_url: str) -> ItemView:
-    when = paper.published or paper.first_seen
-    return ItemView(
-        rank=rank,
-        title=paper.title,
-        click_url=click_url,
-        more_url=more_url,
-        less_url=less_url,
-        authors=author_line(paper.authors),
-        date=f"{when.day} {when:%b %Y}",
-        source=SOURCE_LABELS.get(paper.source, paper.source),
-        snippet=shorten(paper.abstract, 320),
-        reason=reason,
-    )
+    return ItemView(rank=rank, click_url=click_url, more_url=more_url, less_url=less_url, reason=reason, **_paper_fields(paper))
+
+
+_paper_field_cache: dict[tuple, dict[str, str]] = {}
+
+
+def _paper_fields(paper: Paper) -> dict[str, str]:
+    """What an item shows of its paper, worked out once per paper for all the digests it is in."""
+    key = (paper.id, paper.version, paper.title, paper.abstract)
+    fields = _paper_field_cache.get(key)
+    if fields is None:
+        if len(_paper_field_cache) > 50_000:
+            _paper_field_cache.clear()
+        when = paper.published or paper.first_seen
+        fields = _paper_field_cache[key] = {
+            "title": paper.title,
+            "authors": author_line(paper.authors),
+            "date": f"{when.day} {when:%b %Y}",
+            "source": SOURCE_LABELS.get(paper.source, paper.source),
+            "snippet": shorten(paper.abstract, 320),
+        }
+    return fields
 
 
 def digest_view(links: LinkMaker, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> DigestView:

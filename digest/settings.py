@@ -43,6 +43,10 @@ class Settings:
     #: each on a new connection, waiting `smtp_retry_backoff` x 2^n seconds before the n-th.
     smtp_retries: int = 4
     smtp_retry_backoff: float = 2.0
+    #: Processes that render and compose the messages of a large `digest send` (default: one per CPU).
+    workers: int = 1
+    #: SMTP connections open at once, each reused for many messages (one sending thread each).
+    smtp_connections: int = 4
     sender: str = "Paper Digest <digest@localhost>"
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str | None = field(default=None, repr=False)
@@ -72,6 +76,8 @@ class Settings:
                 raise SettingsError(f"{name} must not be negative, not {value!r}")
             return result
 
+        if number("SMTP_CONNECTIONS", "4", int) < 1:
+            raise SettingsError("SMTP_CONNECTIONS must be at least 1")
         transport = get("DIGEST_TRANSPORT", "outbox").lower()
         if transport not in TRANSPORTS:
             raise SettingsError(f"DIGEST_TRANSPORT must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -97,6 +103,8 @@ class Settings:
             smtp_timeout=number("SMTP_TIMEOUT", "30"),
             smtp_retries=number("SMTP_RETRIES", "4", int),
             smtp_retry_backoff=number("SMTP_RETRY_BACKOFF", "2"),
+            smtp_connections=number("SMTP_CONNECTIONS", "4", int),
+            workers=max(1, number("DIGEST_WORKERS", str(os.cpu_count() or 1), int)),
             sender=get("DIGEST_FROM", cls.sender),
             base_url=base_url,
             secret_key=get("DIGEST_SECRET_KEY"),

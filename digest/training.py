@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sqlmodel import col, select
@@ -82,11 +82,26 @@ def retrain(db: Database, subscriber_ids: Iterable[int] | None = None, force: bo
     return report
 
 
-def load_histories(db: Database, subscriber_ids: Iterable[int]) -> dict[int, History]:
+def _stored_examples(db: Database, subscriber_ids: Iterable[int]) -> Iterator[tuple[int, list, int]]:
+    """(subscriber id, examples, positives) of the stored models of `subscriber_ids`, row by row."""
+    table = SubscriberModel.__table__
     ids = list(subscriber_ids)
-    with db.session() as session:
-        models = [m for part in chunks(ids) for m in session.exec(select(SubscriberModel).where(col(SubscriberModel.subscriber_id).in_(part)))]
-    return {m.subscriber_id: history_from_model(m) for m in models}
+    with db.engine.connect() as connection:
+        for part in chunks(ids):
+            yield from connection.execute(select(table.c.subscriber_id, table.c.examples, table.c.positives).where(table.c.subscriber_id.in_(part)))
+
+
+def load_histories(db: Database, subscriber_ids: Iterable[int]) -> dict[int, History]:
+    return {
+        subscriber: History(tuple(int(p) for p, _ in examples), tuple(float(w) for _, w in examples), positives)
+        for subscriber, examples, positives in _stored_examples(db, subscriber_ids)
+    }
+
+
+def history_papers(db: Database, subscriber_ids: Iterable[int]) -> set[int]:
+    """Every paper in the stored models of `subscriber_ids`, without holding their histories
+    (a daily run loads those a batch at a time)."""
+    return {int(p) for _, examples, _ in _stored_examples(db, subscriber_ids) for p, _ in examples}
 
 
 def community_clicks(db: Database) -> dict[int, list[int]]:
