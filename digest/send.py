@@ -312,6 +312,10 @@ class DigestSender:
             # batch, this process ranks and claims the next, then delivers the one before.
             waiting: _Prepared | None = None
             for start in range(0, len(plans) + BATCH, BATCH):
+                if should_stop():  # what was claimed and not sent stays pending for the next run
+                    report.stopped = True
+                    log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
+                    break
                 prepared = self._prepare(plans[start : start + BATCH], selector, options, now) if start < len(plans) else None
                 if waiting is not None:
                     stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
