@@ -200,15 +200,12 @@ class Examples:
     vectors: sparse.csr_matrix
     row: dict[int, int]  # paper id -> row of `vectors`
     titles: dict[int, str]
+    paper_ids: list[int] = field(init=False, repr=False)  # row of `vectors` -> paper id
 
-    @property
-    def paper_ids(self) -> list[int]:
-        """The paper id of each row of `vectors`."""
-        if getattr(self, "_paper_ids", None) is None:
-            self._paper_ids = [0] * len(self.row)
-            for paper, row in self.row.items():
-                self._paper_ids[row] = paper
-        return self._paper_ids
+    def __post_init__(self) -> None:
+        self.paper_ids = [0] * self.vectors.shape[0]
+        for paper, row in self.row.items():
+            self.paper_ids[row] = paper
 
     @classmethod
     def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix) -> "Examples":

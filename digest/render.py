@@ -130,7 +130,6 @@ class Renderer:
         # The inlined template escapes every value itself (as libxml2 would), so it needs no autoescape.
         self.inlined_env = self.env.overlay(autoescape=False)
         self.inlined_env.filters.update(libxml2_text=_libxml2_text, libxml2_attribute=_libxml2_attribute)
-        self.html_template = self.env.get_template(self.HTML)
         self.text_template = self.env.get_template("email/digest.txt")
         self._inlined: Template | None = None
         self._inlined_for: Template | None = None

@@ -43,8 +43,9 @@ def history_from_evidence(evidence: Evidence) -> History:
     return History(tuple(examples), tuple(examples.values()), len(evidence.positive))
 
 
-def history_from_model(model: SubscriberModel) -> History:
-    return History(tuple(int(p) for p, _ in model.examples), tuple(float(w) for _, w in model.examples), model.positives)
+def history_from_examples(examples: list, positives: int) -> History:
+    """A stored model's examples ([[paper id, weight], ...]) as the ranker's `History`."""
+    return History(tuple(int(p) for p, _ in examples), tuple(float(w) for _, w in examples), positives)
 
 
 @dataclass
@@ -92,10 +93,7 @@ def _stored_examples(db: Database, subscriber_ids: Iterable[int]) -> Iterator[tu
 
 
 def load_histories(db: Database, subscriber_ids: Iterable[int]) -> dict[int, History]:
-    return {
-        subscriber: History(tuple(int(p) for p, _ in examples), tuple(float(w) for _, w in examples), positives)
-        for subscriber, examples, positives in _stored_examples(db, subscriber_ids)
-    }
+    return {subscriber: history_from_examples(examples, positives) for subscriber, examples, positives in _stored_examples(db, subscriber_ids)}
 
 
 def history_papers(db: Database, subscriber_ids: Iterable[int]) -> set[int]:
