@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
-from sqlalchemy import func, insert, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -312,22 +312,20 @@ class DigestSender:
             # batch, this process ranks and claims the next, then delivers the one before.
             waiting: _Prepared | None = None
             for start in range(0, len(plans) + BATCH, BATCH):
-                if should_stop():  # what was claimed and not sent stays pending for the next run
+                stopped = should_stop()  # what was claimed and not sent stays pending for the next run
+                if not stopped:
+                    prepared = self._prepare(plans[start : start + BATCH], selector, options, now) if start < len(plans) else None
+                    if waiting is not None:
+                        stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
+                        outcomes = waiting.outcomes()
+                        report.outcomes.extend(outcomes)
+                        if on_progress:
+                            for outcome in outcomes:
+                                on_progress(outcome)
+                if stopped:
                     report.stopped = True
                     log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
                     break
-                prepared = self._prepare(plans[start : start + BATCH], selector, options, now) if start < len(plans) else None
-                if waiting is not None:
-                    stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
-                    outcomes = waiting.outcomes()
-                    report.outcomes.extend(outcomes)
-                    if on_progress:
-                        for outcome in outcomes:
-                            on_progress(outcome)
-                    if stopped:
-                        report.stopped = True
-                        log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
-                        break
                 waiting = prepared
         return report
 
@@ -434,7 +432,7 @@ class DigestSender:
                 table = DigestItem.__table__
                 result = session.connection().execute(insert(table).returning(table.c.id, table.c.digest_id, table.c.rank), item_rows)
                 item_ids = {(digest_id, rank): item_id for item_id, digest_id, rank in result}
-        claims: list[tuple[Digest, list[DigestItem]] | None] = []
+        claims: list[tuple[ClaimedDigest, list[ClaimedItem]] | None] = []
         for selection, row in zip(selections, rows):
             digest_id = ids.get(selection.subscriber.id)
             if digest_id is None:
@@ -564,12 +562,19 @@ class DigestSender:
     def _start_many(self, jobs: Sequence[_Job]) -> list[_Job]:
         """Mark `jobs` sending, each only if still in the state it was read in: those that were."""
         started: set[int] = set()
-        values = {"status": DigestStatus.SENDING.value, "claimed_by": ME, "sending_since": self.clock(), "attempts": Digest.attempts + 1}
+        values = self._sending_values()
         with self.db.transaction() as session:
             for expected in {job.expected for job in jobs}:
                 for part in chunks([job.digest.id for job in jobs if job.expected == expected]):
                     statement = update(Digest).where(col(Digest.id).in_(part), Digest.status == expected.value).values(**values).returning(Digest.id)
                     started.update(session.execute(statement).scalars())
+            if started:  # as `_transition` records it for a message sent on its own
+                table = Digest.__table__
+                session.connection().execute(
+                    update(table).where(table.c.id == bindparam("digest")).values(message_id=bindparam("message")),
+                    [{"digest": job.digest.id, "message": message_id(job.digest.id, job.digest.local_date, self.settings.sender)}
+                     for job in jobs if job.digest.id in started],
+                )
         for job in jobs:
             if job.digest.id in started:
                 job.digest.status = DigestStatus.SENDING.value
@@ -599,11 +604,15 @@ class DigestSender:
         for job in jobs:
             job.digest.status = DigestStatus.SENT.value
 
+    def _sending_values(self) -> dict:
+        """What marks a digest `sending` by this run: the state, who, since when, one attempt more."""
+        return {"status": DigestStatus.SENDING.value, "claimed_by": ME, "sending_since": self.clock(), "attempts": Digest.attempts + 1}
+
     def _transition(self, digest: Digest, expected: DigestStatus, status: DigestStatus, message_id: str | None = None) -> bool:
         """Move `digest` from `expected` to `status` unless another run moved it first."""
         values: dict = {"status": status.value}
         if status == DigestStatus.SENDING:
-            values.update(claimed_by=ME, sending_since=self.clock(), attempts=Digest.attempts + 1)
+            values = self._sending_values()
             if message_id:
                 values["message_id"] = message_id
         with self.db.transaction() as session:

@@ -71,6 +71,9 @@ def test_make_run_leaves_one_complete_email_per_active_profile_and_nothing_more_
         assert message["To"].addresses[0].addr_spec != "paused@example.org"
         tops.add(message["Subject"].split(": ", 1)[1])
     assert len(tops) == 4  # visibly different digests
+    with workdir.db().session() as session:
+        recorded = {d.message_id for d in session.exec(select(Digest))}
+    assert recorded == {parse(path)["Message-ID"] for path in files}  # each digest knows the Message-ID it went out with
 
     second = workdir.cli("run", check=True)
     assert workdir.outbox() == files
