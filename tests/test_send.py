@@ -16,7 +16,7 @@ from digest.ingest import ingest_source
 from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber
 from digest.profiles import load_profiles, sync_profiles
 from digest.render import Renderer
-from digest.send import DigestSender
+from digest.send import DigestSender, outbox_key
 
 from .conftest import Workdir
 
@@ -143,16 +143,22 @@ def test_no_match_means_no_email_and_a_recorded_reason(workdir: Workdir) -> None
 
 
 def test_a_digest_interrupted_before_or_during_delivery_is_finished_once(workdir: Workdir) -> None:
+    # 02:05 UTC, when it failed on the real clock: the example subscribers' local dates differ
+    # (the 24th in London and Tokyo, still the 23rd in Buenos Aires and Los Angeles), so the
+    # outbox's file names, which start with the local date, are not in the order of the digests.
+    now = dt.datetime(2026, 11, 24, 2, 5, tzinfo=dt.timezone.utc)
     db = workdir.db()
-    ingest_source(db, "config/sample-feed.jsonl")
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
     sync_profiles(db, workdir.path / "config" / "subscribers")
-    clock = Clock(dt.datetime.now(dt.timezone.utc))
+    clock = Clock(now)
     make_sender(workdir, clock).run()
     files = workdir.outbox()
     with db.transaction() as session:
         digests = session.exec(select(Digest).order_by(Digest.id)).all()
+        assert len({d.local_date for d in digests}) == 2
+        owners = {s.id: s for s in session.exec(select(Subscriber))}
         # As if a crash hit: the first before delivery (its file never written), the second after it.
-        files[0].unlink()
+        (workdir.path / "var" / "outbox" / f"{outbox_key(digests[0], owners[digests[0].subscriber_id])}.eml").unlink()
         digests[0].status = DigestStatus.PENDING.value
         digests[1].status = DigestStatus.SENDING.value
         session.add_all(digests[:2])
