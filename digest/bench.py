@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -45,6 +46,8 @@ from .send import BATCH, DigestSender, Selection, Selector, digest_view
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+#: The benchmark's own signing key (a strong one, as every key must be).
+BENCH_KEY = secrets.token_urlsafe(32)
 
 #: Real papers for the benchmark: ../shared/data/arxiv-daily beside the checkout, or this variable.
 DATA = Path(os.environ.get("DIGEST_BENCH_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "arxiv-daily"))
@@ -254,7 +257,7 @@ def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights,
 
 def _settings(world: World, workdir: Path, **extra: str) -> Settings:
     env = {
-        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / "outbox"), "DIGEST_SECRET_KEY": "bench-secret-key",
+        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / "outbox"), "DIGEST_SECRET_KEY": BENCH_KEY,
         "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_BASE_URL": "https://digest.example.org",
         "DIGEST_FROM": "Paper Digest <digest@example.org>", **extra,
     }
@@ -282,7 +285,7 @@ def bench_stages(world: World, workdir: Path, sample: int, smtp_messages: int) -
 
     stages.append(measure("ranking", "subscribers", rank, f"x {world.papers:,} papers, chunks of {BATCH}, top-k + MMR + reasons"))
     chosen = [s for s in selections if s.ranked][:sample]
-    links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key()))
+    links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), installation=db.installation().id))
     views = [_view(links, s, n) for n, s in enumerate(chosen)]
     fast, slow = Renderer(TEMPLATES), Renderer(TEMPLATES, inline="message")
     rendered: list = []
@@ -386,7 +389,7 @@ def bench_daily_run(world: World, workdir: Path) -> Stage:
     """`digest send` as a process of its own on the world's database, to the outbox: the whole
     run (load, fit, rank, claim, render, write, record), its time and its peak memory."""
     settings_env = {
-        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / f"outbox-{world.users}"), "DIGEST_SECRET_KEY": "bench-secret-key",
+        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / f"outbox-{world.users}"), "DIGEST_SECRET_KEY": BENCH_KEY,
         "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_TRANSPORT": "outbox",
         "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
     }

@@ -27,7 +27,7 @@ from .ingest import IngestResult, SourceSpec, ingest_sources
 from .profiles import load_profiles, sync_profiles
 from .render import Renderer
 from .send import DigestSender, SendOptions, SendReport, preview_digest
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, warn_if_readable
 from .yamlfile import FileError
 
 # Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap.
@@ -109,17 +109,40 @@ def main(ctx: click.Context, verbose: int) -> None:
 @main.command()
 @click.option("--env-file", default=".env", show_default=True, type=click.Path(dir_okay=False), help="The file to write.")
 def init(env_file: str) -> None:
-    """Write a random DIGEST_SECRET_KEY into .env when it has none."""
+    """Write a random DIGEST_SECRET_KEY into .env when it has none (the file readable by you alone)."""
     path = Path(env_file)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", FAILED)
     if any(line.strip().startswith("DIGEST_SECRET_KEY=") and line.split("=", 1)[1].strip() for line in text.splitlines()):
         console.print(f"{path} already has a DIGEST_SECRET_KEY.")
+        warn_if_readable(path)
         return
     lines = [line for line in text.splitlines() if not line.strip().startswith("DIGEST_SECRET_KEY=")]
     lines.append(f"DIGEST_SECRET_KEY={secrets.token_urlsafe(32)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    try:
+        write_private(path, "\n".join(lines) + "\n")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", FAILED)
     console.print(f"Wrote a new DIGEST_SECRET_KEY to {path}.")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` by a file holding `text` that only its owner can read, at every moment:
+    it is made 0600 by `open` itself (never wider, then narrowed), written, synced and renamed
+    over `path`, so a failure half-way leaves the old file (or none) and no readable copy."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 # --- ingest --------------------------------------------------------------------------------------

@@ -7,15 +7,17 @@ the scale-out choice. Writes that belong together go through `transaction()`, on
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from .models import Digest, DigestItem, Installation, Subscriber, new_link_id, utcnow
 
 T = TypeVar("T")
 
@@ -56,9 +58,72 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet, and the columns a newer version added to old ones."""
+    """Create the tables that do not exist yet, and the columns a newer version added to old ones;
+    then this installation's identity and each subscriber's link id, where still missing."""
     SQLModel.metadata.create_all(engine)
     add_missing_columns(engine)
+    ensure_installation(engine)
+    ensure_link_ids(engine)
+
+
+def ensure_installation(engine: Engine) -> Installation:
+    """This database's `Installation` row, made at its first start by this version.
+
+    A database that already holds digests (made by an earlier version, whose mailed links carry
+    no installation) records its largest digest and item ids: links of that first format stay
+    valid for those objects and for nothing newer (see `links`). A fresh database records none,
+    so no link of the first format opens anything in it (after a reset, say).
+    """
+    with engine.connect() as connection:
+        found = _installation(connection)
+    if found is not None:
+        return found
+    with engine.begin() as connection:
+        _begin_immediate(connection)  # two processes starting at once make one row
+        found = _installation(connection)
+        if found is None:
+            row = {
+                "slot": 1, "id": secrets.token_urlsafe(16), "created_at": utcnow(),
+                "legacy_digest_max": connection.execute(select(func.max(Digest.__table__.c.id))).scalar() or 0,
+                "legacy_item_max": connection.execute(select(func.max(DigestItem.__table__.c.id))).scalar() or 0,
+            }
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(Installation.__table__), row)
+            except IntegrityError:  # PostgreSQL: another process was first
+                pass
+            found = _installation(connection)
+    return found
+
+
+def _installation(connection: Connection) -> Installation | None:
+    table = Installation.__table__
+    row = connection.execute(select(table).where(table.c.slot == 1)).mappings().first()
+    return Installation.model_validate(dict(row)) if row else None
+
+
+def ensure_link_ids(engine: Engine) -> None:
+    """A random link id for each subscriber that has none (rows from before the column existed,
+    or inserted by other means): every tracked link is bound to its subscriber's."""
+    table = Subscriber.__table__
+    with engine.connect() as connection:
+        missing = connection.execute(select(table.c.id).where(table.c.link_id.is_(None))).scalars().all()
+    if missing:
+        with engine.begin() as connection:
+            connection.execute(
+                update(table).where(table.c.id == bindparam("subscriber"), table.c.link_id.is_(None)).values(link_id=bindparam("link")),
+                [{"subscriber": subscriber_id, "link": new_link_id()} for subscriber_id in missing],
+            )
+
+
+def _begin_immediate(connection: Connection) -> None:
+    """On SQLite, take the write lock now, before the transaction's first read (`BEGIN
+    IMMEDIATE`, waiting up to the busy timeout for another writer); elsewhere nothing.
+
+    Must be the first statement of the transaction: Python's sqlite3 module (in its default
+    mode) begins a transaction only before the first write, so until then none is open."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def add_missing_columns(engine: Engine) -> None:
@@ -98,6 +163,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         init_db(self.engine)
+        self._installation: Installation | None = None
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -108,6 +174,12 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+
+    def installation(self) -> Installation:
+        """This database's identity (see `ensure_installation`)."""
+        if self._installation is None:
+            self._installation = ensure_installation(self.engine)
+        return self._installation
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,4 +1,5 @@
-"""The tables: papers, subscribers, digests, digest items and feedback events.
+"""The tables: papers, subscribers, digests, digest items and feedback events, and this
+installation's identity.
 
 Times are stored as naive UTC and always handed back as aware UTC (`UTCDateTime`), so that
 SQLite (which keeps no zone) and PostgreSQL behave the same.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import secrets
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
@@ -17,6 +19,11 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def new_link_id() -> str:
+    """A subscriber's random link id (see `Subscriber.link_id`)."""
+    return secrets.token_hex(8)
 
 
 class UTCDateTime(TypeDecorator):
@@ -88,6 +95,11 @@ class Subscriber(SQLModel, table=True):
     profile_file: str | None = None
     created_at: dt.datetime = _utc(default_factory=utcnow)
     updated_at: dt.datetime = _utc(default_factory=utcnow)
+    #: Random, made with the row: every tracked link carries it signed, so that a link opens an
+    #: object only while it belongs to the subscriber it was mailed to (ids re-used after a
+    #: restore from a backup do not). Nullable so that an older database gains the column;
+    #: `db.ensure_link_ids` fills it in.
+    link_id: str | None = Field(default_factory=new_link_id, max_length=32, sa_column_kwargs={"default": new_link_id})
 
 
 class DigestStatus(enum.StrEnum):
@@ -160,6 +172,23 @@ class FeedbackEvent(SQLModel, table=True):
     #: The same kind of event on the same item (or digest) was recorded before: training counts it once.
     repeat: bool = False
     created_at: dt.datetime = _utc(default_factory=utcnow, index=True)
+
+
+class Installation(SQLModel, table=True):
+    """This database's identity: one row, made at its first start (`db.ensure_installation`).
+
+    Tracked links are signed with the secret key *and* this random id, so a link from an email
+    of another installation sharing the key, or of this one before a database reset, opens
+    nothing. Links of the first format (signed with the key alone, by versions before this
+    table) are accepted for digests and items up to the ids recorded here, which existed when
+    the database was upgraded, and for no later ones.
+    """
+
+    slot: int = Field(default=1, primary_key=True)
+    id: str = Field(max_length=64)
+    created_at: dt.datetime = _utc(default_factory=utcnow)
+    legacy_digest_max: int = 0
+    legacy_item_max: int = 0
 
 
 class SourceState(SQLModel, table=True):

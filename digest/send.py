@@ -273,7 +273,7 @@ class DigestSender:
         self.renderer = renderer
         self.transport = transport
         self.clock = clock
-        self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys))
+        self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=db.installation().id))
 
     def subscribers(self, only: str | None = None) -> list[Subscriber]:
         with self.db.session() as session:
@@ -659,7 +659,7 @@ class DigestSender:
             return (self.message(job.digest, job.subscriber, job.items, job.papers, now) for job in jobs)
         tasks = [
             (job.digest.id, job.digest.subscriber_id, job.digest.local_date, job.subscriber.email, job.subscriber.name,
-             job.subscriber.interests, [(item.id, item.rank, item.reason) for item in job.items], job.paper_rows, now)
+             job.subscriber.interests, job.subscriber.link_id, [(item.id, item.rank, item.reason) for item in job.items], job.paper_rows, now)
             for job in jobs
         ]
         return self._workers.imap(_message_in_worker, tasks, chunksize=8)
@@ -671,7 +671,7 @@ class DigestSender:
             to_email=subscriber.email,
             to_name=subscriber.name,
             msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
-            unsubscribe_url=self.links.unsubscribe(digest.id),
+            unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
             date=now,
         )
 
@@ -735,9 +735,9 @@ class _Job:
 def _message_in_worker(task: tuple) -> Outgoing:
     """A message made in a worker process from a task of `DigestSender._messages`."""
     sender, papers = _WORKER_STATE
-    digest_id, subscriber_id, local_date, email, name, interests, items, rows, now = task
+    digest_id, subscriber_id, local_date, email, name, interests, link_id, items, rows, now = task
     digest = ClaimedDigest(digest_id, subscriber_id, local_date, DigestStatus.SENDING.value)
-    subscriber = SimpleNamespace(email=email, name=name, interests=interests)
+    subscriber = SimpleNamespace(email=email, name=name, interests=interests, link_id=link_id)
     return sender.message(digest, subscriber, [ClaimedItem(*item) for item in items], [papers[row] for row in rows], now)
 
 
@@ -833,11 +833,11 @@ def digest_view(links: LinkMaker, digest: Digest, subscriber: Subscriber, items:
         local_date=digest.local_date,
         interests=[i["phrase"] for i in subscriber.interests],
         items=[
-            item_view(paper, item.rank, item.reason, links.click(item.id), links.more(item.id), links.less(item.id))
+            item_view(paper, item.rank, item.reason, links.click(item.id, subscriber.link_id), links.more(item.id, subscriber.link_id), links.less(item.id, subscriber.link_id))
             for item, paper in zip(items, papers)
         ],
-        view_url=links.view(digest.id),
-        unsubscribe_url=links.unsubscribe(digest.id),
+        view_url=links.view(digest.id, subscriber.link_id),
+        unsubscribe_url=links.unsubscribe(digest.id, subscriber.link_id),
     )
 
 

@@ -6,12 +6,18 @@ process environment win over `.env`, so a test or a deployment can override any 
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from .links import weak_key_problem
+
+log = logging.getLogger(__name__)
 
 #: The checkout this package was installed from; `templates/` and `config/` are found here
 #: when the working directory has none of its own.
@@ -59,6 +65,8 @@ class Settings:
         values: dict[str, str | None] = {}
         if dotenv_path is not None and Path(dotenv_path).is_file():
             values.update(dotenv_values(dotenv_path))
+            if values.get("DIGEST_SECRET_KEY"):
+                warn_if_readable(Path(dotenv_path))
         # A variable set but empty does not hide the value of `.env`.
         values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v != ""})
 
@@ -112,10 +120,30 @@ class Settings:
         )
 
     def require_secret_key(self) -> str:
-        """The signing key, or a clear error: tracked links cannot be made without one."""
+        """The signing key, or a clear error: tracked links cannot be made without a key, nor
+        safely with a weak one (or with a weak earlier key still accepted)."""
         if not self.secret_key:
             raise SettingsError("DIGEST_SECRET_KEY is not set: run `digest init` (or `make run`) to write one to .env")
+        problem = weak_key_problem(self.secret_key)
+        if problem:
+            raise SettingsError(f"DIGEST_SECRET_KEY {problem}: remove it from .env and run `digest init` to write a random one")
+        for n, key in enumerate(self.old_secret_keys, start=1):
+            problem = weak_key_problem(key)
+            if problem:
+                raise SettingsError(f"DIGEST_OLD_SECRET_KEYS: key {n} {problem}; drop it (links signed with it stop working)")
         return self.secret_key
+
+
+def warn_if_readable(path: Path) -> bool:
+    """Warn when `path`, which holds the secret key, can be read by other users; True if so."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s holds DIGEST_SECRET_KEY and other users can read it (mode %s): run `chmod 600 %s`", path, stat.filemode(mode), path)
+        return True
+    return False
 
 
 def _found(path: Path) -> Path:

@@ -8,8 +8,9 @@
 | `GET /v/{token}` | the digest in the browser |
 | `GET /healthz` | 200 when the database answers |
 
-A forged, altered or truncated token records nothing and answers 404. `HEAD`, as mail scanners
-send, records nothing and never unsubscribes; nor does a `GET` of `/u/`.
+A forged, altered or truncated token records nothing and answers 404, and so does a valid one
+whose object is gone or belongs to another subscriber now (see `links`). `HEAD`, as mail
+scanners send, records nothing and never unsubscribes; nor does a `GET` of `/u/`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from .db import Database
 from .feedback import load_digest, load_item, record_item_event, record_view, unsubscribe
-from .links import LinkMaker, LinkSigner
+from .links import LinkMaker, LinkSigner, safe_url
 from .models import DigestStatus, FeedbackKind
 from .render import Renderer
 from .send import digest_view, load_items
@@ -43,14 +44,6 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-
-
-def safe_url(url: str | None) -> str | None:
-    """`url` when it is an absolute http(s) URL, the only kind a click may lead to."""
-    if not url:
-        return None
-    parts = urlsplit(url.strip())
-    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 class Pages:
@@ -71,20 +64,27 @@ class Pages:
 
 def create_app(settings: Settings, db: Database | None = None, lifespan: Callable | None = None) -> Starlette:
     db = db or Database(settings.database_url)
-    signer = LinkSigner(settings.require_secret_key(), settings.old_secret_keys)
+    installation = db.installation()
+    signer = LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=installation.id)
     links = LinkMaker(settings.base_url, signer)
     pages = Pages(str(settings.templates_dir))
     renderer = Renderer(settings.templates_dir)
 
     def item_of(request: Request, action: str):
-        """The digest item a valid token of `action` names, else None."""
-        item_id = signer.parse(request.path_params["token"], action)
-        return load_item(db, item_id) if item_id is not None else None
+        """The digest item a valid token of `action` names, while it is its subscriber's; else None."""
+        ref = signer.parse(request.path_params["token"], action)
+        context = load_item(db, ref.id) if ref is not None else None
+        if context is None or not ref.opens(context.subscriber.link_id, installation.legacy_item_max):
+            return None
+        return context
 
     def digest_of(request: Request, action: str):
-        """The (digest, subscriber) a valid token of `action` names, else None."""
-        digest_id = signer.parse(request.path_params["token"], action)
-        return load_digest(db, digest_id) if digest_id is not None else None
+        """The (digest, subscriber) a valid token of `action` names, while it is theirs; else None."""
+        ref = signer.parse(request.path_params["token"], action)
+        found = load_digest(db, ref.id) if ref is not None else None
+        if found is None or not ref.opens(found[1].link_id, installation.legacy_digest_max):
+            return None
+        return found
 
     def click(request: Request) -> Response:
         context = item_of(request, "c")
@@ -94,7 +94,8 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
         if request.method == "GET":
             record_item_event(db, context, FeedbackKind.CLICK)
         if target is None:
-            return pages.message(context.paper.title, "This paper has no link of its own.", link={"url": links.view(context.digest.id), "text": "Back to the digest"})
+            back = {"url": links.view(context.digest.id, context.subscriber.link_id), "text": "Back to the digest"}
+            return pages.message(context.paper.title, "This paper has no link of its own.", link=back)
         return RedirectResponse(target, status_code=302, headers=HEADERS)
 
     def feedback(request: Request) -> Response:
@@ -108,7 +109,7 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
             record_item_event(db, context, FeedbackKind.UP if vote == "up" else FeedbackKind.DOWN)
         heading = "More like this, then" if vote == "up" else "Less like this, then"
         line = f"Noted for “{context.paper.title}”. Your next digests will " + ("lean towards papers like it." if vote == "up" else "show fewer papers like it.")
-        return pages.message(heading, line, link={"url": links.view(context.digest.id), "text": "Back to the digest"})
+        return pages.message(heading, line, link={"url": links.view(context.digest.id, context.subscriber.link_id), "text": "Back to the digest"})
 
     def unsubscribe_page(request: Request) -> Response:
         found = digest_of(request, "u")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ from digest.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+#: A strong signing key, as every key must be (`links.key_bits`); fixed so that runs compare.
+TEST_KEY = "MkpxkzdVxGSJuhhJnc7YWVWycLan35rVUgSHG4fNkg8"
 
 
 def shared(*parts: str) -> Path:
@@ -63,6 +66,18 @@ class Workdir:
             raise AssertionError(f"digest {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
 
+    def prepare(self, *feeds: str, now: dt.datetime | None = None) -> None:
+        """Ingest `feeds` (default: the sample feed) and sync the profiles, in this process: quicker
+        than the command line, where that is not what a test is about."""
+        from digest.ingest import ingest_source
+        from digest.profiles import sync_profiles
+
+        db = self.db()
+        for feed in feeds or ("config/sample-feed.jsonl",):
+            ingest_source(db, feed, now=now)
+        sync_profiles(db, self.path / "config" / "subscribers")
+        db.dispose()
+
     def outbox(self) -> list[Path]:
         folder = self.path / "var" / "outbox"
         return sorted(folder.glob("*.eml")) if folder.exists() else []
@@ -79,7 +94,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
         "DIGEST_OUTBOX": str(tmp_path / "var" / "outbox"),
         "DIGEST_TEMPLATES": str(ROOT / "templates"),
         "DIGEST_TRANSPORT": "outbox",
-        "DIGEST_SECRET_KEY": "test-secret-key",
+        "DIGEST_SECRET_KEY": TEST_KEY,
         "DIGEST_BASE_URL": "http://127.0.0.1:8000",
         "DIGEST_FROM": "Paper Digest <digest@example.net>",
     }

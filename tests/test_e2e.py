@@ -33,7 +33,7 @@ def test_cli_ingest_sync_send_over_smtp_and_parse_what_arrived(workdir: Workdir,
     for messages in received.values():
         [message] = messages
         # A long header is folded; unfolded, it is the tracked /u/ link in angle brackets.
-        assert re.fullmatch(r"<http://127\.0\.0\.1:8000/u/u\d+\.[\w-]+>", message["List-Unsubscribe"].strip())
+        assert re.fullmatch(r"<http://127\.0\.0\.1:8000/u/u[0-9a-z]+\.[0-9a-f]{16}\.[\w-]+>", message["List-Unsubscribe"].strip())
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["Message-ID"].endswith("@example.net>") and message["List-Id"] == "Paper Digest <digest.example.net>"
         html = message.get_body(("html",)).get_content()

@@ -177,3 +177,54 @@ def test_a_broken_profile_is_named_and_the_others_still_get_their_email(workdir:
     assert len(workdir.outbox()) == 4
     with workdir.db().session() as session:
         assert session.exec(select(Subscriber).where(Subscriber.email == "broken@example.org")).first() is None
+
+
+# --- the smaller defects of the audit ------------------------------------------------------------------------
+
+
+def test_init_makes_env_private_from_the_start_and_warns_about_a_readable_one(workdir: Workdir) -> None:
+    import os
+    import resource
+    import signal
+    import stat
+    import subprocess
+    import sys
+
+    from digest.links import key_bits
+
+    env_file = workdir.path / ".env"
+
+    def cramped() -> None:  # umask 022, and no byte may be written to any file: a write fails half-way
+        os.umask(0o022)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    def init_cut_short() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "digest", "init"], cwd=workdir.path, env={**os.environ, **workdir.env, "PYTHONDONTWRITEBYTECODE": "1"},
+                              capture_output=True, text=True, preexec_fn=cramped, timeout=60)
+
+    def env_files() -> list:
+        return sorted(p for p in workdir.path.iterdir() if p.name.startswith(".env"))
+
+    # No .env yet: a file made and then narrowed to 0600 would be left readable by all (0644).
+    failed = init_cut_short()
+    assert [(p.name, oct(stat.S_IMODE(p.stat().st_mode))) for p in env_files() if p.stat().st_mode & 0o077] == []
+    assert env_files() == []  # nothing half-made is left behind
+    assert failed.returncode == 1 and "cannot write .env" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    # A .env with settings but no key: cut short, it is left as it was.
+    env_file.write_text("SMTP_HOST=mail.example.org\n")
+    env_file.chmod(0o644)
+    failed = init_cut_short()
+    assert failed.returncode == 1 and "cannot write .env" in failed.stderr, failed.stderr
+    assert env_files() == [env_file] and env_file.read_text() == "SMTP_HOST=mail.example.org\n"
+
+    workdir.cli("init", check=True)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # holding the key, readable by its owner alone
+    assert env_file.read_text().startswith("SMTP_HOST=mail.example.org\nDIGEST_SECRET_KEY=")
+    assert key_bits(env_file.read_text().split("DIGEST_SECRET_KEY=", 1)[1].strip()) >= 256  # and a strong one
+    assert "other users can read it" not in workdir.cli("send", "--dry-run", DIGEST_SECRET_KEY="", check=True).stderr
+
+    env_file.chmod(0o644)  # made readable by hand (or by an older version)
+    again = workdir.cli("init", check=True)
+    assert "other users can read it" in again.stderr and "chmod 600" in again.stderr
+    assert "other users can read it" in workdir.cli("send", "--dry-run", DIGEST_SECRET_KEY="", check=True).stderr

@@ -27,10 +27,15 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
     db = Database(f"sqlite:///{path}")
     with db.engine.connect() as connection:
         columns = {row[1] for row in connection.execute(text("PRAGMA table_info(subscriber)"))}
-        row = connection.execute(text("SELECT email, bounces, disabled_reason FROM subscriber")).one()
-    assert {"bounces", "disabled_reason"} <= columns
-    assert tuple(row) == ("old@example.org", 0, None)
+        row = connection.execute(text("SELECT email, bounces, disabled_reason, link_id FROM subscriber")).one()
+    assert {"bounces", "disabled_reason", "link_id"} <= columns
+    assert tuple(row)[:3] == ("old@example.org", 0, None)
+    assert len(row.link_id) == 16  # filled in for the row that had none
+    installation = db.installation()
     Database(f"sqlite:///{path}")  # a second start changes nothing and does not fail
+    assert Database(f"sqlite:///{path}").installation() == installation
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT link_id FROM subscriber")).scalar() == row.link_id
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
+import secrets
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from email import message_from_bytes, policy
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy
 import pytest
+from itsdangerous import Signer
 from lxml import html as lxml_html
+from sqlalchemy import text
 from sqlmodel import select
 
 from digest.config import load_config
+from digest.db import Database
 from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
-from digest.models import FeedbackEvent, Paper, Subscriber
+from digest.models import Digest, DigestItem, FeedbackEvent, Paper, Subscriber
 from digest.profiles import sync_profiles
 from digest.render import Renderer
 from digest.send import DigestSender
 from digest.web import safe_url
 
 from .browser import measure
-from .conftest import Workdir, free_port
+from .conftest import TEST_KEY, Workdir, free_port
 
 
 class Web:
@@ -63,13 +73,17 @@ class Web:
             self.process.wait(timeout=10)
 
 
-def send_today(workdir: Workdir) -> None:
+#: The day of the digests whose links the tests follow (the clock is pinned to it).
+NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+
+
+def send_today(workdir: Workdir, now: dt.datetime = NOW) -> None:
     """Ingest the sample feed, sync the example profiles and send, in this process (it is quicker)."""
     settings = workdir.settings()
     db = workdir.db()
-    ingest_source(db, "config/sample-feed.jsonl")
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
     sync_profiles(db, settings.profiles_dir)
-    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox)).run()
+    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), lambda: now).run()
 
 
 @pytest.fixture
@@ -84,7 +98,7 @@ def web(workdir: Workdir):
 
 
 def links(workdir: Workdir, email: str = "ada@example.org") -> dict[str, list[str]]:
-    """The tracked links of `email`'s message in the outbox, by kind."""
+    """The tracked links of `email`'s message in the outbox (or of the file whose name holds it), by kind."""
     path = next(p for p in workdir.outbox() if email.replace("@", "_") in p.name)
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     hrefs = lxml_html.fromstring(message.get_body(("html",)).get_content()).xpath("//a/@href")
@@ -127,12 +141,13 @@ def test_forged_altered_and_truncated_tokens_answer_404_and_store_nothing(web: W
     found = links(workdir)
     click = found["c"][0]
     token = click.rsplit("/", 1)[1]
-    value, signature = token.split(".")
+    value, owner, signature = token.split(".")
     forged = [
-        f"{web.base}/c/{value}.{signature[:-2]}",  # truncated
-        f"{web.base}/c/{value[:-1]}{'9' if value[-1] != '9' else '8'}.{signature}",  # another item, same signature
-        f"{web.base}/c/c1.{'A' * len(signature)}",  # made up
-        f"{web.base}/c/{value}",  # no signature
+        f"{web.base}/c/{value}.{owner}.{signature[:-2]}",  # truncated
+        f"{web.base}/c/{value[:-1]}{'9' if value[-1] != '9' else '8'}.{owner}.{signature}",  # another item, same signature
+        f"{web.base}/c/c1.{owner}.{'A' * len(signature)}",  # made up
+        f"{web.base}/c/{value}.{owner}",  # no signature
+        f"{web.base}/c/{value}.{signature}",  # no owner
         f"{web.base}/u/{token}",  # a click token used to unsubscribe
         f"{web.base}/v/{token}",
         f"{web.base}/f/{token}?v=up",
@@ -206,10 +221,10 @@ def test_get_and_head_keep_the_subscription_post_ends_it_for_good(web: Web, work
     sync = workdir.cli("profiles", "sync", check=True)
     assert "1 kept unsubscribed" in sync.stdout
     assert not subscriber(workdir, "kenji@example.org").active
-    tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    later = (NOW.date() + dt.timedelta(days=3)).isoformat()
     before = {p.name for p in workdir.outbox()}
     workdir.cli("ingest", "config/sample-feed.jsonl", check=True)
-    workdir.cli("send", "--date", tomorrow, check=True)
+    workdir.cli("send", "--date", later, check=True)
     new = {p.name for p in workdir.outbox()} - before
     assert not any("kenji" in name for name in new)
 
@@ -232,3 +247,138 @@ def test_the_unsubscribe_page_is_usable_on_a_phone(web: Web, workdir: Workdir) -
     assert result["button"] == "Unsubscribe ada@example.org"
     assert result["buttonHeight"] >= 40  # a target a thumb can hit
     assert result["heading"].startswith("Unsubscribe")
+
+
+# --- keys and links: strong keys, links bound to this installation and to their subscriber ----------------------
+
+
+def first_format(action: str, object_id: int, key: str = TEST_KEY) -> str:
+    """A token as versions before the installation id made them: the action and id, signed with the key alone."""
+    return Signer(key, salt="digest.links", digest_method=hashlib.sha256).sign(f"{action}{numpy.base_repr(object_id, 36).lower()}").decode()
+
+
+def copy_database(workdir: Workdir, to: Path) -> None:
+    with sqlite3.connect(workdir.env["DIGEST_DATABASE_URL"].removeprefix("sqlite:///")) as source, sqlite3.connect(to) as target:
+        source.backup(target)
+
+
+def test_a_weak_secret_key_is_refused_with_a_clear_error(workdir: Workdir) -> None:
+    from digest.settings import SettingsError
+
+    for weak in ("a", " ", "a" * 64, "correct-horse", "abcdefghijklmnopqrstuvwxyz" * 3):
+        with pytest.raises(SettingsError, match="DIGEST_SECRET_KEY is too weak to sign links"):
+            workdir.settings(DIGEST_SECRET_KEY=weak).require_secret_key()
+    with pytest.raises(SettingsError, match="DIGEST_OLD_SECRET_KEYS: key 2 is too weak"):
+        workdir.settings(DIGEST_OLD_SECRET_KEYS=f"{secrets.token_urlsafe(32)},a").require_secret_key()
+    result = workdir.cli("send", "--dry-run", DIGEST_SECRET_KEY="a")  # the key the audit recovered in 0.01 s
+    assert result.returncode == 2 and "DIGEST_SECRET_KEY is too weak to sign links" in result.stderr, result.stderr
+    assert "digest init" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_links_of_another_installation_sharing_the_key_or_from_before_a_reset_open_nothing(workdir: Workdir, tmp_path: Path) -> None:
+    server = Web(workdir)
+    send_today(workdir)
+    mailed = links(workdir, "kenji@example.org")
+    # Another installation with the same key: its digests have the same ids as ours.
+    other = workdir.settings(DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}", DIGEST_OUTBOX=str(tmp_path / "other-outbox"))
+    db = Database(other.database_url)
+    ingest_source(db, "config/sample-feed.jsonl", now=NOW - dt.timedelta(hours=1))
+    sync_profiles(db, other.profiles_dir)
+    DigestSender(db, other, load_config(other.config_path), Renderer(other.templates_dir), OutboxTransport(other.outbox), lambda: NOW).run()
+    theirs = next(p for p in (tmp_path / "other-outbox").glob("*.eml") if "ada" in p.name)
+    their_links = lxml_html.fromstring(message_from_bytes(theirs.read_bytes(), policy=policy.default).get_body(("html",)).get_content()).xpath("//a/@href")
+    server.start()
+    try:
+        for url in [h for h in their_links if "/u/" in h or "/c/" in h or "/v/" in h]:
+            assert server.client.get(server.base + urlsplit(url).path).status_code == 404, url
+        assert server.client.post(server.base + urlsplit(next(h for h in their_links if "/u/" in h)).path).status_code == 404
+        assert server.client.get(mailed["v"][0]).status_code == 200  # our own links work
+    finally:
+        server.stop()
+    # The database is reset (deleted and made again): the links mailed before name nothing.
+    for path in (workdir.path / "var").glob("digest.db*"):
+        path.unlink()
+    send_today(workdir)
+    server.client = httpx.Client(follow_redirects=False, timeout=10)
+    server.start()  # on the same address as before
+    try:
+        for url in mailed["c"][:2] + mailed["v"] + mailed["u"]:
+            assert server.client.get(url).status_code == 404, url
+        assert server.client.post(mailed["u"][0]).status_code == 404
+    finally:
+        server.stop()
+    with workdir.db().session() as session:
+        assert events(workdir) == [] and all(s.active for s in session.exec(select(Subscriber)))
+
+
+def test_a_link_acts_only_while_its_object_belongs_to_the_subscriber_it_was_mailed_to(workdir: Workdir, tmp_path: Path) -> None:
+    """A restore from a backup re-uses the ids of digests mailed since: ada's old link must not
+    unsubscribe the subscriber whose digest has that id now."""
+    db = workdir.db()
+    ingest_source(db, "config/sample-feed.jsonl", now=NOW - dt.timedelta(hours=1))
+    sync_profiles(db, workdir.settings().profiles_dir)
+    db.dispose()
+    copy_database(workdir, tmp_path / "backup.db")
+    server = Web(workdir)
+    settings = workdir.settings()
+    DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), lambda: NOW).run()
+    adas = links(workdir, "ada@example.org")
+    assert "/u/u1." in adas["u"][0]  # ada's digest was the first
+    for path in (workdir.path / "var").glob("digest.db*"):
+        path.unlink()
+    shutil.copy(tmp_path / "backup.db", workdir.path / "var" / "digest.db")  # restored from the backup
+    (workdir.path / "config" / "subscribers" / "ada.yaml").unlink()
+    db = workdir.db()
+    sync_profiles(db, settings.profiles_dir)
+    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), lambda: NOW).run()
+    with db.session() as session:
+        assert session.get(Subscriber, session.get(Digest, 1).subscriber_id).email == "kenji@example.org"  # digest 1 is kenji's now
+    server.start()
+    try:
+        assert server.client.post(adas["u"][0]).status_code == 404
+        assert server.client.get(adas["v"][0]).status_code == 404 and server.client.get(adas["c"][0]).status_code == 404
+        assert server.client.get(links(workdir, "kenji@example.org")["v"][0]).status_code == 200
+    finally:
+        server.stop()
+    assert subscriber(workdir, "kenji@example.org").active and [e.kind for e in events(workdir)] == ["view"]  # kenji's own view only
+
+
+def test_links_mailed_before_the_upgrade_stay_valid_and_the_old_format_opens_nothing_newer(workdir: Workdir, tmp_path: Path) -> None:
+    send_today(workdir)
+    with workdir.db().transaction() as session:  # the database as the earlier version left it: no installation, no link ids
+        session.execute(text("DELETE FROM installation"))
+        session.execute(text("UPDATE subscriber SET link_id = NULL"))
+        item = session.exec(select(DigestItem).where(DigestItem.digest_id == 1).order_by(DigestItem.rank)).first()
+    server = Web(workdir).start()  # this version's first start on it
+    try:
+        assert server.client.get(f"{server.base}/v/{first_format('v', 1)}").status_code == 200
+        click = server.client.get(f"{server.base}/c/{first_format('c', item.id)}")
+        assert click.status_code == 302
+        # Digests made after the upgrade carry the new links; a first-format token for one is refused.
+        (workdir.path / "more.jsonl").write_text(json.dumps({"title": "KV cache compression for speculative decoding", "abstract": "KV cache."}) + "\n")
+        later = NOW + dt.timedelta(days=1)
+        workdir.prepare("more.jsonl", now=later - dt.timedelta(hours=1))
+        settings = workdir.settings()
+        DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox),
+                     lambda: later).run()
+        with workdir.db().session() as session:
+            newest = max(session.exec(select(Digest.id).where(Digest.status == "sent")).all())
+        assert newest > 4
+        assert server.client.get(f"{server.base}/v/{first_format('v', newest)}").status_code == 404
+        assert server.client.post(f"{server.base}/u/{first_format('u', newest)}").status_code == 404
+        assert server.client.get(links(workdir, f"_{newest:08d}_")["v"][0]).status_code == 200  # its own link works
+    finally:
+        server.stop()
+    assert [e.kind for e in events(workdir)] == ["view", "click", "view"]  # none for the refused tokens
+    # A database made afresh accepts no first-format token at all.
+    fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}").installation()
+    assert (fresh.legacy_digest_max, fresh.legacy_item_max) == (0, 0)
+
+
+def test_a_validly_signed_token_with_a_huge_id_is_not_found(web: Web, workdir: Workdir) -> None:
+    for action, path in (("c", "c"), ("v", "v"), ("u", "u")):
+        response = web.client.get(f"{web.base}/{path}/{first_format(action, 10**30)}")
+        assert response.status_code == 404, response.text
+    assert web.client.post(f"{web.base}/u/{first_format('u', 2**63)}").status_code == 404
+    assert web.client.get(f"{web.base}/healthz").status_code == 200
+
