@@ -2,13 +2,19 @@
 
 SQLite is the embedded default (`var/digest.db`); any SQLAlchemy URL works, PostgreSQL being
 the scale-out choice. Writes that belong together go through `transaction()`, one commit each.
+
+Papers and the daily send meet at one instant. A send reads "the papers first seen up to now";
+a paper that became visible only later with a `first_seen` before that instant would fall
+between two digests' windows and reach nobody. `paper_transaction` (every writer of papers) and
+`settled_instant` (the send) are the barrier that rules this out; their docstrings say how.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -169,11 +175,58 @@ class Database:
         return Session(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed together at the end, or rolled back on error."""
+    def transaction(self, immediate: bool = False) -> Iterator[Session]:
+        """A session whose work is committed together at the end, or rolled back on error.
+
+        `immediate`: on SQLite, hold the write lock from the start, so that what the transaction
+        reads before it writes cannot change under it (a check-then-insert is atomic). On
+        PostgreSQL lock the rows that matter instead (`SELECT ... FOR UPDATE`)."""
         with Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
+                if immediate:
+                    _begin_immediate(session.connection())
                 yield session
+
+    @contextlib.contextmanager
+    def paper_transaction(self) -> Iterator[Session]:
+        """A transaction for writing papers, holding the papers' write lock from its start.
+
+        Whoever stamps `first_seen` must do so inside this, after entering it: then between the
+        stamp and the commit the lock is held, and `settled_instant` cannot pass. SQLite: `BEGIN
+        IMMEDIATE` (the database's one write lock; readers are never blocked, WAL). PostgreSQL:
+        `LOCK TABLE paper IN SHARE ROW EXCLUSIVE MODE`: it conflicts with the SHARE lock of
+        `settled_instant` and with itself (two ingests take turns, so neither inserts a paper
+        the other is inserting), but not with the ROW SHARE that the foreign keys of digest
+        items and feedback take, nor with any reader: the web endpoints and a send in progress
+        go on. Elsewhere: a plain transaction (no barrier; see `settled_instant`).
+        """
+        with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                connection = session.connection()
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("LOCK TABLE paper IN SHARE ROW EXCLUSIVE MODE")
+                else:
+                    _begin_immediate(connection)
+                yield session
+
+    def settled_instant(self, clock: Callable[[], dt.datetime] = utcnow) -> dt.datetime:
+        """`clock()` read at a moment when no `paper_transaction` is open.
+
+        Every paper committed before this instant has a `first_seen` before it and is visible
+        to any read that starts afterwards; every paper committed later is stamped later. So a
+        send whose window ends here misses no paper, whenever an ingest overlaps it. The wait
+        is for the papers' writers only, and the lock is let go at once: SQLite, `BEGIN
+        IMMEDIATE` then commit (waiting for any writer, at most the busy timeout); PostgreSQL,
+        `LOCK TABLE paper IN SHARE MODE` (waits for open writers of papers, blocks new ones for
+        the moment it takes to read the clock). Other databases: no barrier, the clock alone.
+        """
+        with self.engine.connect() as connection:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("LOCK TABLE paper IN SHARE MODE")
+                else:
+                    _begin_immediate(connection)
+                return clock()
 
     def installation(self) -> Installation:
         """This database's identity (see `ensure_installation`)."""

@@ -1,8 +1,8 @@
 """Feedback: what subscribers do with their digests, recorded, and read back as training evidence.
 
 Events are clicks, thumbs up and down, unsubscribes and views of a digest in the browser. Every
-request is stored with its time; a repeat of the same kind on the same item is flagged, so that
-training counts it once. An unsubscribe is final: the subscriber is switched off and no later
+request is stored with its time; a repeat of the same kind on the same item is flagged (decided
+atomically with the insert, however many requests arrive at once), so that training counts it once. An unsubscribe is final: the subscriber is switched off and no later
 profile sync switches them on again.
 """
 
@@ -53,6 +53,13 @@ def load_digest(db: Database, digest_id: int) -> tuple[Digest, Subscriber] | Non
 
 
 def _record(session: Session, kind: FeedbackKind, subscriber_id: int, digest_id: int, item_id: int | None, paper_id: int | None, now: dt.datetime) -> FeedbackEvent:
+    """Store an event, flagged `repeat` when one of its kind on the same item (or digest) exists.
+
+    The check and the insert are one atomic step: the caller's transaction holds SQLite's write
+    lock from its start (`transaction(immediate=True)`), and on PostgreSQL the item's (or the
+    digest's) row is locked first, so two requests at once never both count as the first."""
+    parent = select(DigestItem.id).where(DigestItem.id == item_id) if item_id is not None else select(Digest.id).where(Digest.id == digest_id)
+    session.exec(parent.with_for_update()).first()
     query = select(FeedbackEvent.id).where(FeedbackEvent.kind == kind.value, FeedbackEvent.subscriber_id == subscriber_id)
     query = query.where(FeedbackEvent.digest_item_id == item_id) if item_id is not None else query.where(FeedbackEvent.digest_id == digest_id)
     repeat = session.exec(query.limit(1)).first() is not None
@@ -66,22 +73,22 @@ def _record(session: Session, kind: FeedbackKind, subscriber_id: int, digest_id:
 
 def record_item_event(db: Database, context: ItemContext, kind: FeedbackKind, now: dt.datetime | None = None) -> FeedbackEvent:
     """A click, thumbs up or thumbs down on one item of a digest."""
-    with db.transaction() as session:
+    with db.transaction(immediate=True) as session:
         event = _record(session, kind, context.subscriber.id, context.digest.id, context.item.id, context.paper.id, now or utcnow())
     log.info("%s on item %d (%s)%s", kind.value, context.item.id, context.subscriber.email, " again" if event.repeat else "")
     return event
 
 
 def record_view(db: Database, digest: Digest, now: dt.datetime | None = None) -> FeedbackEvent:
-    with db.transaction() as session:
+    with db.transaction(immediate=True) as session:
         return _record(session, FeedbackKind.VIEW, digest.subscriber_id, digest.id, None, None, now or utcnow())
 
 
 def unsubscribe(db: Database, digest: Digest, now: dt.datetime | None = None) -> bool:
     """End the subscription of the digest's subscriber; False when it had ended already."""
     now = now or utcnow()
-    with db.transaction() as session:
-        subscriber = session.get(Subscriber, digest.subscriber_id)
+    with db.transaction(immediate=True) as session:
+        subscriber = session.get(Subscriber, digest.subscriber_id, with_for_update=True)
         if subscriber.unsubscribed_at is not None:
             return False
         subscriber.unsubscribed_at = now

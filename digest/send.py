@@ -293,9 +293,13 @@ class DigestSender:
     ) -> SendReport:
         """Send (or resume) the digest of `date`, or of each subscriber's today. `should_stop` is
         asked before each message: a stop finishes the messages in hand and leaves the rest
-        (digests claimed but not sent stay `pending` for the next run)."""
+        (digests claimed but not sent stay `pending` for the next run).
+
+        The candidate window ends at an instant taken when no ingest transaction is open
+        (`Database.settled_instant`): every paper stamped before it is visible to this run, and
+        every paper stamped after it falls in the next digest's window."""
         options = options or SendOptions(dry_run=dry_run)
-        now = self.clock()
+        now = self.db.settled_instant(self.clock)
         subscribers = self.subscribers(only)
         if options.due_only and date is None:
             subscribers = [s for s in subscribers if is_due(s.send_at, s.timezone, now)]

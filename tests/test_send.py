@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlmodel import select
 from digest.config import load_config
 from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
-from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber
+from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from digest.profiles import load_profiles, sync_profiles
 from digest.render import Renderer
 from digest.send import DigestSender, outbox_key
@@ -177,6 +178,55 @@ def test_a_broken_profile_is_named_and_the_others_still_get_their_email(workdir:
     assert len(workdir.outbox()) == 4
     with workdir.db().session() as session:
         assert session.exec(select(Subscriber).where(Subscriber.email == "broken@example.org")).first() is None
+
+
+def test_papers_an_ingest_holds_uncommitted_while_a_send_starts_still_reach_their_subscribers(workdir: Workdir, monkeypatch) -> None:
+    """An ingest's transaction stays open across the start of a send (as `digest serve` polls and
+    sends independently): its papers must reach every subscriber they match, in this digest or
+    the next, never fall between the two."""
+    import threading
+    import time
+
+    import time_machine
+
+    from digest import ingest as ingest_module
+
+    db = workdir.db()
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    start = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
+    real_store = ingest_module.store_records
+    stored, release = threading.Event(), threading.Event()
+
+    def store_and_hold(*args, **kwargs):  # the real store, its transaction left open for a while
+        stats = real_store(*args, **kwargs)
+        stored.set()
+        release.wait(20)
+        return stats
+
+    monkeypatch.setattr(ingest_module, "store_records", store_and_hold)
+    reports = []
+    with time_machine.travel(start, tick=True):
+        ingest = threading.Thread(target=ingest_source, args=(db, "config/sample-feed.jsonl"))
+        ingest.start()
+        assert stored.wait(20)
+        send = threading.Thread(target=lambda: reports.append(make_sender(workdir, utcnow).run()))
+        send.start()
+        time.sleep(1.0)  # the send has started meanwhile (and before this change, read its window)
+        release.set()
+        ingest.join(30)
+        send.join(60)
+        assert not ingest.is_alive() and not send.is_alive() and reports
+    reports.append(make_sender(workdir, Clock(start + dt.timedelta(days=1))).run())  # the next day's send
+    with db.session() as session:
+        items = Counter(session.exec(
+            select(Subscriber.email).join(Digest, Digest.subscriber_id == Subscriber.id).join(DigestItem, DigestItem.digest_id == Digest.id)
+        ).all())
+        everyone = set(session.exec(select(Subscriber.email)).all())
+    assert set(items) == everyone and len(everyone) == 4, items  # before: nothing for anyone ("no new papers" both days)
+    assert sum(o.status == "sent" for report in reports for o in report.outcomes) == 4
+
+
+# --- the smaller defects of the audit ------------------------------------------------------------------------
 
 
 # --- the smaller defects of the audit ------------------------------------------------------------------------

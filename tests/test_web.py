@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -382,3 +383,19 @@ def test_a_validly_signed_token_with_a_huge_id_is_not_found(web: Web, workdir: W
     assert web.client.post(f"{web.base}/u/{first_format('u', 2**63)}").status_code == 404
     assert web.client.get(f"{web.base}/healthz").status_code == 200
 
+
+def test_a_repeated_click_is_flagged_even_while_another_writer_holds_the_lock(web: Web, workdir: Workdir) -> None:
+    click = links(workdir)["c"][0]
+    holder = sqlite3.connect(workdir.env["DIGEST_DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer (a send, an ingest) holds the lock
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(httpx.get(click, timeout=30).status_code)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # both requests are in, waiting for the lock
+    holder.execute("COMMIT")
+    holder.close()
+    for thread in threads:
+        thread.join(30)
+    assert codes == [302, 302]
+    assert sorted((e.kind, e.repeat) for e in events(workdir)) == [("click", False), ("click", True)]

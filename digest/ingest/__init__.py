@@ -90,7 +90,10 @@ def _read_all(spec: SourceSpec, fetcher: Fetcher | None, state: SourceState | No
 def ingest_source(
     db: Database, spec: SourceSpec | str, now: dt.datetime | None = None, fetcher: Fetcher | None = None
 ) -> IngestResult:
-    """Read and store one source; a failure is reported in the result and changes no paper."""
+    """Read and store one source; a failure is reported in the result and changes no paper.
+
+    New papers are first seen at `now` when it is given (a replay or a test that sets the
+    time), else at the moment their transaction holds the papers' write lock."""
     if isinstance(spec, str):
         spec = SourceSpec(spec)
     started = time.perf_counter()
@@ -103,12 +106,16 @@ def ingest_source(
         with db.session() as session:
             state = session.get(SourceState, spec.location) if is_url(spec.location) else None
         read_result, new_state = _read_all(spec, fetcher, state)
-        with db.transaction() as session:
+        with db.paper_transaction() as session:
+            # Stamped only now, holding the papers' write lock until the commit: a send never
+            # closes its window between this stamp and the moment the papers become visible
+            # (see `Database.settled_instant`), so none of them falls between two digests.
+            first_seen = now or utcnow()
             if read_result is not None:
                 result.format = read_result.format
                 result.skipped = len(read_result.skipped)
                 result.notes = read_result.notes
-                stats = store_records(session, read_result.records, spec.name or read_result.format, now or utcnow())
+                stats = store_records(session, read_result.records, spec.name or read_result.format, first_seen)
                 result.new, result.updated, result.unchanged = stats.new, stats.updated, stats.unchanged
                 result.skipped += stats.ignored
                 if stats.ignored:
