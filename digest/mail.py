@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 from email.charset import BASE64, Charset
@@ -83,6 +84,24 @@ def _header(value: str) -> str | Header:
     return value if value.isascii() else _EncodedWords(value, _UTF8_BASE64)
 
 
+#: Characters no header value may carry raw: C0 and C1 controls (CR and LF among them) and the
+#: Unicode line and paragraph separators (a header would end, or be folded wrongly, there).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(value: str) -> str:
+    """`value` with control characters turned to spaces and whitespace collapsed: for a header
+    made of data (a subject from paper titles, which ingest cleans, but perhaps stored earlier)."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _refuse_control(value: str, what: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"{what} holds a control character (U+{ord(found.group()):04X}), which no header may carry")
+    return value
+
+
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     part["Content-Transfer-Encoding"] = "quoted-printable"
@@ -100,11 +119,16 @@ def compose(
     unsubscribe_url: str,
     date: dt.datetime,
 ) -> Outgoing:
+    """The message, or a ValueError when a value meant for a header cannot go into one (a
+    recipient's name or address with a line break: that message fails, not the run)."""
+    _refuse_control(to_email, "the recipient's address")
+    if to_name:
+        _refuse_control(to_name, "the recipient's name")
     # "=_" never occurs in quoted-printable text, so the boundary needs no search of the bodies.
     message = MIMEMultipart("alternative", boundary=f"=_digest_{secrets.token_hex(12)}")
     message["From"] = _header(sender)
     message["To"] = _header(formataddr((to_name, to_email), charset="utf-8")) if to_name else to_email
-    message["Subject"] = _header(rendered.subject)
+    message["Subject"] = _header(one_line(rendered.subject))
     message["Date"] = format_datetime(date.astimezone(dt.timezone.utc))
     message["Message-ID"] = msg_id
     message["List-Id"] = formataddr(("Paper Digest", f"digest.{sender_domain(sender)}"))

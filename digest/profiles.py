@@ -1,7 +1,10 @@
 """Subscriber profiles: one YAML file per subscriber, validated, then synced into the database.
 
 A file that fails validation is reported with file, line and field and skipped; every other
-subscriber is still served. Unknown keys are errors, so a typo never passes silently.
+subscriber is still served. Unknown keys are errors, so a typo never passes silently. No value
+may hold a control character (a CR or LF in a name would break the `To:` header of every
+message to that subscriber), and a profile is bounded in size: a few dozen phrases serve anyone,
+and a file of hundreds of thousands would slow every sync and every send.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
@@ -25,18 +29,38 @@ log = logging.getLogger(__name__)
 PROFILE_SUFFIXES = (".yaml", ".yml")
 _SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
+#: At most this many entries in each list of a profile (interests, avoid, authors, categories).
+MAX_PHRASES = 100
+#: At most this many characters in a phrase, an author or a name.
+MAX_PHRASE_CHARS = 200
+#: A profile file larger than this is refused before it is parsed.
+MAX_PROFILE_BYTES = 256 * 1024
+
+
+def _no_control_characters(value: str) -> str:
+    """`value`, or an error naming its first control character (CR, LF, NUL, ESC, a Unicode line
+    separator...): none has a place in a profile, and in a header it would break the message."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValueError(f"holds a control character (U+{ord(char):04X}); write it on one line, as plain text")
+    return value
+
+
+def _phrase(value: str) -> str:
+    """A phrase with its whitespace collapsed (a YAML value may run over lines), and no control character."""
+    return _no_control_characters(" ".join(value.split()))
 
 
 class Interest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    phrase: str = Field(min_length=1, max_length=200)
+    phrase: str = Field(min_length=1, max_length=MAX_PHRASE_CHARS)
     weight: float = Field(default=1.0, gt=0, le=10)
 
     @field_validator("phrase")
     @classmethod
     def _strip(cls, value: str) -> str:
-        value = " ".join(value.split())
+        value = _phrase(value)
         if not value:
             raise ValueError("an interest needs some words")
         return value
@@ -48,14 +72,14 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=MAX_PHRASE_CHARS)
     timezone: str = "UTC"
     send_at: str = "07:00"
     max_items: int = Field(default=10, ge=1, le=50)
-    interests: list[Interest] = Field(min_length=1)
-    avoid: list[str] = Field(default_factory=list)
-    authors: list[str] = Field(default_factory=list)
-    categories: list[str] = Field(default_factory=list)
+    interests: list[Interest] = Field(min_length=1, max_length=MAX_PHRASES)
+    avoid: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
+    authors: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
+    categories: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
     active: bool = True
 
     @model_validator(mode="before")
@@ -71,6 +95,14 @@ class Profile(BaseModel):
     @classmethod
     def _lower_email(cls, value: str) -> str:
         return value.strip().lower()
+
+    @field_validator("name")
+    @classmethod
+    def _one_line_name(cls, value: str | None) -> str | None:
+        """The name goes into the `To:` header: one line of text (surrounding blanks dropped)."""
+        if value is None:
+            return None
+        return _no_control_characters(value.strip()) or None
 
     @field_validator("timezone")
     @classmethod
@@ -90,9 +122,11 @@ class Profile(BaseModel):
     @field_validator("avoid", "authors")
     @classmethod
     def _phrases(cls, values: list[str]) -> list[str]:
-        cleaned = [" ".join(v.split()) for v in values]
+        cleaned = [_phrase(v) for v in values]
         if any(not v for v in cleaned):
             raise ValueError("empty entries are not allowed")
+        if any(len(v) > MAX_PHRASE_CHARS for v in cleaned):
+            raise ValueError(f"an entry may have at most {MAX_PHRASE_CHARS} characters")
         return cleaned
 
     @field_validator("categories")
@@ -146,6 +180,9 @@ def load_profiles(folder: str | Path) -> ProfileSet:
     owner: dict[str, str] = {}
     for path in profile_files(folder):
         try:
+            size = path.stat().st_size
+            if size > MAX_PROFILE_BYTES:
+                raise FileError(str(path), 1, None, f"the file is {size / 1024:,.0f} KB; a profile may be at most {MAX_PROFILE_BYTES // 1024} KB")
             profile, node = load_model(path, Profile)
         except FileError as exc:
             # Returned, not logged: the caller reports it (the CLI prints it, the service logs it).

@@ -93,8 +93,10 @@ class Settings:
         if security not in SMTP_SECURITY:
             raise SettingsError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY)}, not {security!r}")
         base_url = get("DIGEST_BASE_URL", cls.base_url).rstrip("/")
-        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc or _has_control(base_url):
             raise SettingsError(f"DIGEST_BASE_URL must be an http(s) URL, not {base_url!r}")
+        if _has_control(get("DIGEST_FROM", cls.sender)):  # it goes into the From: header of every message
+            raise SettingsError(f"DIGEST_FROM must be one line of text, not {get('DIGEST_FROM')!r}")
         old_keys = tuple(k.strip() for k in (get("DIGEST_OLD_SECRET_KEYS", "") or "").split(",") if k.strip())
         return cls(
             database_url=get("DIGEST_DATABASE_URL", cls.database_url),
@@ -144,6 +146,10 @@ def warn_if_readable(path: Path) -> bool:
         log.warning("%s holds DIGEST_SECRET_KEY and other users can read it (mode %s): run `chmod 600 %s`", path, stat.filemode(mode), path)
         return True
     return False
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in value)
 
 
 def _found(path: Path) -> Path:

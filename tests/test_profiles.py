@@ -61,6 +61,17 @@ def test_a_full_profile_is_read_as_written(tmp_path: Path) -> None:
         ("email: a@example.org\ninterests: [x]\nsend_at: '25:00'\n", 3, "send_at", "HH:MM"),
         ("email: a@example.org\ninterests: [x]\ncategories: [computer science]\n", 3, "categories", "arXiv category"),
         ("email: a@example.org\ninterests: [x]\nactive: maybe\n", 3, "active", "boolean"),
+        # Values that reach a header (the name, in To:) or a page: one line of plain text.
+        ('email: a@example.org\nname: "Ada\\r\\nBcc: everyone@example.org"\ninterests: [x]\n', 2, "name", "control character (U+000D)"),
+        ('email: a@example.org\nname: "Ada\\x1b[31m"\ninterests: [x]\n', 2, "name", "control character (U+001B)"),
+        ('email: a@example.org\nname: "Ada\\u2028Lovelace"\ninterests: [x]\n', 2, "name", "control character (U+2028)"),
+        ('email: a@example.org\ninterests:\n  - x\n  - "bell\\a"\n', 4, "interests[1].phrase", "control character (U+0007)"),
+        ('email: a@example.org\ninterests: [x]\nauthors: ["Ada\\0Lovelace"]\n', 3, "authors", "control character (U+0000)"),
+        # Bounded: a few dozen phrases serve anyone.
+        ("email: a@example.org\ninterests: [" + ", ".join(f"topic {n}" for n in range(101)) + "]\n", 2, "interests", "at most 100 items"),
+        ("email: a@example.org\ninterests: [x]\navoid: [" + ", ".join(f"topic {n}" for n in range(101)) + "]\n", 3, "avoid", "at most 100 items"),
+        ("email: a@example.org\ninterests: [x]\nauthors: [" + "a" * 201 + "]\n", 3, "authors", "at most 200 characters"),
+        ("email: a@example.org\ninterests: [" + "a" * 201 + "]\n", 2, "interests[0].phrase", "at most 200 characters"),
     ],
 )
 def test_an_invalid_profile_names_file_line_and_field(tmp_path: Path, text: str, line: int, field: str, words: str) -> None:
@@ -71,6 +82,18 @@ def test_an_invalid_profile_names_file_line_and_field(tmp_path: Path, text: str,
     assert (error.path, error.line, error.field) == (str(path), line, field)
     assert words in error.message
     assert str(error).startswith(f"{path}:{line}: {field}: ")
+
+
+def test_a_huge_profile_is_refused_before_it_is_read_and_the_others_are_served(workdir: Workdir) -> None:
+    folder = workdir.path / "config" / "subscribers"
+    # 392,261 interests took 79 s and 857 MB to sync, and slowed every send 4 times.
+    write(folder, "huge.yaml", "email: huge@example.org\ninterests:\n" + "".join(f"  - phrase number {n}\n" for n in range(392_261)))
+    loaded = load_profiles(folder)
+    [error] = loaded.errors
+    assert (Path(error.path).name, error.line) == ("huge.yaml", 1) and "a profile may be at most 256 KB" in error.message
+    assert len(loaded.profiles) == 4
+    result = workdir.cli("profiles", "sync")
+    assert result.returncode == 2 and "huge.yaml:1: the file is" in result.stderr and "4 added" in result.stdout
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:

@@ -278,3 +278,18 @@ def test_init_makes_env_private_from_the_start_and_warns_about_a_readable_one(wo
     again = workdir.cli("init", check=True)
     assert "other users can read it" in again.stderr and "chmod 600" in again.stderr
     assert "other users can read it" in workdir.cli("send", "--dry-run", DIGEST_SECRET_KEY="", check=True).stderr
+
+
+def test_control_characters_in_a_title_reach_no_header(workdir: Workdir) -> None:
+    feed = workdir.path / "controls.jsonl"
+    feed.write_text(json.dumps({"title": "Speculative\x00 decoding\x07 with\x1b[31m KV cache", "abstract": "KV cache and speculative decoding\x00."}) + "\n")
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare(str(feed), now=now - dt.timedelta(hours=1))
+    with workdir.db().session() as session:
+        title = session.exec(select(Paper.title)).one()
+    assert title == "Speculative decoding with[31m KV cache"
+    make_sender(workdir, Clock(now)).run(only="ada@example.org")
+    [path] = workdir.outbox()
+    head = path.read_bytes().split(b"\r\n\r\n", 1)[0]
+    assert not [c for c in head if c < 0x20 and c not in (0x0D, 0x0A, 0x09)]
+    assert parse(path)["Subject"].endswith("Speculative decoding with[31m KV cache")

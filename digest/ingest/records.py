@@ -50,11 +50,16 @@ MAX_ABSTRACT = 20_000
 MAX_AUTHORS = 500
 
 
+#: C0 and C1 control characters that are not whitespace (NUL, BEL, ESC, DEL...): never part of a
+#: title or an abstract, and raw in a `Subject:` header they break the message or the terminal.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
 def clean_text(text: str | None) -> str:
-    """Whitespace collapsed to single spaces; None becomes the empty string."""
+    """Control characters dropped, whitespace collapsed to single spaces; None becomes the empty string."""
     if not text:
         return ""
-    return " ".join(text.split())
+    return " ".join(_CONTROL.sub("", text).split())
 
 
 # --- simple LaTeX, as arXiv titles and abstracts carry it ----------------------------------------
@@ -159,7 +164,7 @@ class PaperRecord:
             self.abstract = self.abstract[:MAX_ABSTRACT].rsplit(" ", 1)[0] + " …"
         self.abstract = clean_latex(self.abstract)
         self.authors = [a for a in (clean_latex(a) for a in self.authors[:MAX_AUTHORS]) if a and len(a) <= 300]
-        self.categories = list(dict.fromkeys(c.strip() for c in self.categories if c and c.strip() and len(c) < 64))
+        self.categories = list(dict.fromkeys(c for c in (clean_text(c) for c in self.categories if c) if c and len(c) < 64))
         if self.arxiv_id:
             self.url = self.url or f"https://arxiv.org/abs/{self.arxiv_id}"
             self.pdf_url = self.pdf_url or f"https://arxiv.org/pdf/{self.arxiv_id}"
