@@ -264,8 +264,11 @@ def preview(app: App, email: str, date_text: str | None, out: Path | None) -> No
         console.print(f"No digest for {subscriber.email} on {result.local_date}: {result.reason}.")
         sys.exit(OK)
     out = out or Path("var/preview") / f"{subscriber.email}-{result.local_date}.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.rendered.text if out.suffix == ".txt" else result.rendered.html, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.rendered.text if out.suffix == ".txt" else result.rendered.html, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", FAILED)
     console.print(f"[bold]{result.rendered.subject}[/]", highlight=False)
     for item in result.view.items:
         console.print(f"{item.rank:>3}. {item.title}  [dim]{item.reason}[/]", highlight=False)
@@ -297,7 +300,12 @@ def run_send(app: App, date: dt.date | None, only: str | None, options: SendOpti
         report = sender.run(date=date, only=only, options=options, on_progress=lambda _: bar.advance(task))
     print_send(report)
     if app.settings.transport == "outbox" and not options.dry_run:
-        previews = write_previews(report, app.settings.outbox.parent / "preview")
+        folder = app.settings.outbox.parent / "preview"
+        try:
+            previews = write_previews(report, folder)
+        except OSError as exc:  # a convenience: the messages themselves are sent and recorded
+            errors.print(f"[yellow]warning:[/] the HTML previews could not be written to {folder}/: {exc.strerror or exc}", highlight=False)
+            previews = []
         if previews:
             console.print(f"Messages are in {app.settings.outbox}/; their HTML, for a browser, in {previews[0].parent}/, e.g. {previews[0]}")
     return report
@@ -322,7 +330,8 @@ def print_send(report: SendReport) -> None:
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
     console.print(table)
     if not report.outcomes:
-        console.print("No active subscribers.")
+        if not report.halted:  # else said below
+            console.print("No active subscribers.")
     elif all(o.status == "already" for o in report.outcomes):
         console.print("Nothing new to send: every digest for today was sent already.")
     else:
@@ -333,6 +342,9 @@ def print_send(report: SendReport) -> None:
         console.print(", ".join(parts) + ".")
     for o in [o for o in report.outcomes if o.status in ("failed", "deferred", "unknown")][:TABLE_ROWS]:
         console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
+    if report.halted:
+        errors.print(f"[bold red]error:[/] delivery stopped: {report.halted}. {report.left:,} digest{'s' if report.left != 1 else ''} left "
+                     "for the next run; no address was counted as bouncing.", highlight=False, soft_wrap=True)
 
 
 def write_previews(report: SendReport, folder: Path, limit: int = 20) -> list[Path]:

@@ -6,6 +6,13 @@ after it and can later tell whether a message was written.
 
 Speed (see `digest bench`): the outbox writes files without a disk sync each and makes a batch
 durable with one `flush()`; SMTP keeps `smtp_connections` connections, one per sending thread.
+
+A failure says whose it is (`DeliveryError`): the recipient's (a 5xx to RCPT TO: a bounce,
+which counts towards switching the address off), this message's, or the server's and the
+session's (a refused connection, no answer, a failed login or TLS handshake, our sender
+refused). A server fault is never held against a recipient: the run stops and leaves the rest
+for the next one, and after `SERVER_FAILURE_LIMIT` of them in a row (or one that trying again
+cannot mend, such as a wrong password) the transport stops trying the server at all.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import ctypes.util
 import logging
 import os
 import random
+import re
 import smtplib
 import ssl
 import threading
@@ -31,12 +39,60 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
-    """A message was not delivered; `permanent` says whether trying again can help."""
+    """A message was not delivered, and whose fault it was.
 
-    def __init__(self, message: str, permanent: bool = False, retries: int = 0) -> None:
+    `permanent`: trying this message again cannot help (the digest is `failed`). `bounce`: the
+    server said the address itself is bad (counts towards switching it off). `server`: the
+    server or the session failed, not this recipient (the run stops; the digest is deferred,
+    or, when it was never `tried`, left pending).
+    """
+
+    def __init__(self, message: str, permanent: bool = False, retries: int = 0, *, bounce: bool = False, server: bool = False, tried: bool = True) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retries = retries
+        self.bounce = bounce
+        self.server = server
+        self.tried = tried
+
+
+#: Server faults in a row (across all connections, each try counting) after which a run stops
+#: trying the server: with the default SMTP_TIMEOUT and SMTP_CONNECTIONS, a server that accepts
+#: connections and never answers costs about one timeout, not timeout x retries per message.
+SERVER_FAILURE_LIMIT = 3
+
+
+class CircuitBreaker:
+    """Counts server faults in a row; once open, every message fails at once, untried.
+
+    Any answer of the server about a message (delivered, or refused for its recipient) closes
+    the count again. A fault that trying again cannot mend (a refused login, a failed TLS
+    handshake, our sender refused) opens it at once: retrying a wrong password only gets the
+    account locked.
+    """
+
+    def __init__(self, limit: int = SERVER_FAILURE_LIMIT) -> None:
+        self.limit = limit
+        self.failures = 0
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise DeliveryError(self.reason, server=True, tried=False)
+
+    def failed(self, problem: str, hopeless: bool = False) -> bool:
+        """Count a server fault; True when the breaker is (now) open."""
+        with self._lock:
+            self.failures += 1
+            if self.reason is None and (hopeless or self.failures >= self.limit):
+                self.reason = problem if hopeless else f"{problem}; stopped trying the server after {self.failures} failures in a row"
+                log.info("circuit breaker open: %s", self.reason)
+            return self.reason is not None
+
+    def answered(self) -> None:
+        with self._lock:
+            self.failures = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +112,8 @@ class Transport:
     connections = 1
 
     def __enter__(self) -> "Transport":
+        """Open for a run (a fault here, such as an outbox that cannot be made, is a server
+        `DeliveryError`)."""
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -89,8 +147,14 @@ class OutboxTransport(Transport):
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self._unsynced = False
+
+    def __enter__(self) -> "OutboxTransport":
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeliveryError(f"cannot create the outbox folder {self.folder}: {exc.strerror or exc}", server=True, tried=False) from None
+        return self
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.eml"
@@ -102,9 +166,9 @@ class OutboxTransport(Transport):
             with open(temporary, "wb") as handle:
                 handle.write(message.data)
             os.replace(temporary, target)
-        except OSError as exc:
+        except OSError as exc:  # a full disk, a folder gone or read-only: nobody's address is at fault
             temporary.unlink(missing_ok=True)
-            raise DeliveryError(f"cannot write {target}: {exc}") from exc
+            raise DeliveryError(f"cannot write {target}: {exc.strerror or exc}", server=True) from exc
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
@@ -161,8 +225,10 @@ class SMTPTransport(Transport):
     one sending thread; STARTTLS, SSL and login as the settings say.
 
     A temporary failure (4xx, 421, a timeout, a dropped or refused connection) is tried again on a
-    new connection, up to `smtp_retries` times with exponential backoff; a permanent one (5xx)
-    fails that message only, and the connection goes on serving the others.
+    new connection, up to `smtp_retries` times with exponential backoff, while the circuit
+    breaker is closed; a permanent one (5xx) about a recipient or a message fails that message
+    only, and the connection goes on serving the others. A fault of the server or the session
+    counts towards the breaker (see the module docstring).
     """
 
     name = "smtp"
@@ -174,6 +240,11 @@ class SMTPTransport(Transport):
         self._local = threading.local()
         self._open: set[smtplib.SMTP] = set()
         self._lock = threading.Lock()
+        self.breaker = CircuitBreaker()
+
+    def __enter__(self) -> "SMTPTransport":
+        self.breaker = CircuitBreaker()  # each run gives the server a fresh chance
+        return self
 
     @property
     def _connection(self) -> smtplib.SMTP | None:
@@ -208,26 +279,36 @@ class SMTPTransport(Transport):
         sender = envelope_sender(self.settings.sender)
         retries = 0
         while True:
+            self.breaker.check()
+            stage = "connect"
             try:
                 if self._connection is None:
                     self._connection = self._connect()
+                stage = "send"
                 refused = self._connection.sendmail(sender, [recipient], message.data)
                 if refused:  # not for a single recipient (smtplib raises), but be sure
                     code, reply = next(iter(refused.values()))
                     raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+                self.breaker.answered()
                 return Delivered(f"{self.settings.smtp_host}:{self.settings.smtp_port}", retries)
             except Exception as exc:
-                problem, permanent = _classify(exc)
-                if problem is None:
+                fault = _classify(exc, stage)
+                if fault is None:
                     raise
-            if permanent:
-                log.warning("%s refused for good: %s", recipient, problem)
-                raise DeliveryError(problem, permanent=True, retries=retries)
-            self._drop()
+            if fault.server:
+                self._drop()
+                if self.breaker.failed(fault.problem, hopeless=fault.permanent):
+                    raise DeliveryError(self.breaker.reason, retries=retries, server=True) from None
+            else:
+                self.breaker.answered()
+                if fault.permanent:
+                    log.warning("%s refused for good: %s", recipient, fault.problem)
+                    raise DeliveryError(fault.problem, permanent=True, retries=retries, bounce=fault.bounce)
+                self._drop()
             if retries >= self.settings.smtp_retries:
-                raise DeliveryError(f"{problem} (after {retries + 1} tries)", retries=retries)
+                raise DeliveryError(f"{fault.problem} (after {retries + 1} tries)", retries=retries)
             delay = self.settings.smtp_retry_backoff * 2**retries * (0.75 + random.random() / 2)
-            log.warning("%s for %s; trying again on a new connection in %.1f s", problem, recipient, delay)
+            log.warning("%s for %s; trying again on a new connection in %.1f s", fault.problem, recipient, delay)
             self.sleep(delay)
             retries += 1
 
@@ -252,18 +333,70 @@ class SMTPTransport(Transport):
         self._local = threading.local()
 
 
-def _classify(exc: Exception) -> tuple[str | None, bool]:
-    """(what went wrong, whether it is permanent), or (None, False) for an error not about delivery."""
+@dataclass(frozen=True)
+class _Fault:
+    problem: str
+    permanent: bool
+    #: The server or the session failed, not this recipient or message.
+    server: bool = False
+    #: The server said the address is bad.
+    bounce: bool = False
+
+
+#: RFC 3463 enhanced status codes: the subject of X.1.Y is the address, of X.2.Y the mailbox.
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _says_address_is_bad(code: int, reply: bytes | str, unqualified: bool) -> bool:
+    """Whether a 5xx reply blames the address or mailbox (5.1.x, 5.2.x); one without an enhanced
+    code (an old server) counts as `unqualified` says. A 5xx about policy, the system or the
+    content (5.7.1 relaying denied, say) is no evidence against the address, and never
+    switches anyone off."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    enhanced = _ENHANCED.match(text)
+    return 500 <= code < 600 and (enhanced.group(2) in ("1", "2") if enhanced else unqualified)
+
+
+def _classify(exc: Exception, stage: str = "send") -> _Fault | None:
+    """What went wrong, and whose fault it is; None for an error not about delivery.
+
+    `stage` "connect": opening the session (connect, greeting, EHLO, STARTTLS, AUTH): every
+    fault there is the server's, and a 5xx, a failed TLS handshake or a missing extension
+    will not mend by trying again. "send": MAIL, RCPT and DATA of one message.
+    """
+    if stage == "connect":
+        if isinstance(exc, ssl.SSLError):
+            return _Fault(f"TLS with the SMTP server failed: {exc}", permanent=True, server=True)
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return _Fault(f"the SMTP server refused the login: {_reply(exc.smtp_code, exc.smtp_error)}", 500 <= exc.smtp_code < 600, server=True)
+        if isinstance(exc, smtplib.SMTPResponseException):  # greeting, EHLO, STARTTLS refused
+            return _Fault(f"the SMTP server refused the session: {_reply(exc.smtp_code, exc.smtp_error)}", 500 <= exc.smtp_code < 600, server=True)
+        if isinstance(exc, smtplib.SMTPNotSupportedError) or type(exc) is smtplib.SMTPException:  # no STARTTLS, no AUTH
+            return _Fault(f"the SMTP server cannot do what SMTP_SECURITY / SMTP_USERNAME ask: {exc}", permanent=True, server=True)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return _Fault(f"the SMTP server closed the connection ({exc or 'no reason given'})", False, server=True)
+        if isinstance(exc, OSError):  # refused, unreachable, no answer within SMTP_TIMEOUT
+            return _Fault(f"cannot reach the SMTP server {type(exc).__name__}: {exc}", False, server=True)
+        return None
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()))
-        return _reply(code, reply), 500 <= code < 600
-    if isinstance(exc, smtplib.SMTPResponseException):  # sender refused, data refused, 421, auth
-        return _reply(exc.smtp_code, exc.smtp_error), 500 <= exc.smtp_code < 600
+        if code == 421:  # the server is closing the session, whoever the recipient
+            return _Fault(_reply(code, reply), False, server=True)
+        return _Fault(_reply(code, reply), 500 <= code < 600, bounce=_says_address_is_bad(code, reply, unqualified=True))
+    if isinstance(exc, smtplib.SMTPSenderRefused):  # our own address: the same for every message
+        return _Fault(f"the SMTP server refused the sender {exc.sender}: {_reply(exc.smtp_code, exc.smtp_error)}", 500 <= exc.smtp_code < 600, server=True)
+    if isinstance(exc, smtplib.SMTPDataError) and exc.smtp_code != 421:  # this message refused
+        return _Fault(_reply(exc.smtp_code, exc.smtp_error), 500 <= exc.smtp_code < 600,
+                      bounce=_says_address_is_bad(exc.smtp_code, exc.smtp_error, unqualified=False))
+    if isinstance(exc, smtplib.SMTPResponseException):  # 421, or EHLO refused: the session, not the message
+        return _Fault(_reply(exc.smtp_code, exc.smtp_error), 500 <= exc.smtp_code < 600, server=True)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return f"the SMTP server closed the connection ({exc or 'no reason given'})", False
-    if isinstance(exc, (OSError, smtplib.SMTPException)):  # timeouts, refused connections, TLS
-        return f"{type(exc).__name__}: {exc}", False
-    return None, False
+        return _Fault(f"the SMTP server closed the connection ({exc or 'no reason given'})", False, server=True)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):  # this message needs an extension the server lacks (SMTPUTF8)
+        return _Fault(f"the SMTP server cannot take this message: {exc}", permanent=True)
+    if isinstance(exc, (OSError, smtplib.SMTPException)):  # timeouts, resets
+        return _Fault(f"{type(exc).__name__}: {exc}", False, server=True)
+    return None
 
 
 def _reply(code: int, reply: bytes | str) -> str:

@@ -62,6 +62,10 @@ class SendReport:
     outcomes: list[Outcome] = field(default_factory=list)
     #: The run was asked to stop before it was through.
     stopped: bool = False
+    #: Why delivery stopped early when the server (or the outbox) failed, not a recipient.
+    halted: str | None = None
+    #: Digests this run did not get to (claimed and left pending, or not claimed yet).
+    left: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -72,8 +76,8 @@ class SendReport:
 
     @property
     def failed(self) -> bool:
-        """Something this run tried did not arrive (or may not have)."""
-        return any(o.status in ("failed", "deferred", "unknown") for o in self.outcomes)
+        """Something this run tried did not arrive (or may not have), or delivery stopped early."""
+        return self.halted is not None or any(o.status in ("failed", "deferred", "unknown") for o in self.outcomes)
 
 
 @dataclass
@@ -274,6 +278,8 @@ class DigestSender:
         self.transport = transport
         self.clock = clock
         self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=db.installation().id))
+        #: Why delivery stopped in this run: a fault of the server or the outbox (see `_failed`).
+        self._halted: str | None = None
 
     def subscribers(self, only: str | None = None) -> list[Subscriber]:
         with self.db.session() as session:
@@ -293,7 +299,8 @@ class DigestSender:
     ) -> SendReport:
         """Send (or resume) the digest of `date`, or of each subscriber's today. `should_stop` is
         asked before each message: a stop finishes the messages in hand and leaves the rest
-        (digests claimed but not sent stay `pending` for the next run).
+        (digests claimed but not sent stay `pending` for the next run). A fault of the server or
+        the outbox (not of a recipient) stops the run the same way (`SendReport.halted`).
 
         The candidate window ends at an instant taken when no ingest transaction is open
         (`Database.settled_instant`): every paper stamped before it is visible to this run, and
@@ -311,6 +318,26 @@ class DigestSender:
         parallel = not self.transport.verifiable and self.transport.connections > 1
         fresh = sum(1 for p in plans if p.existing is None)
         workers = self.workers if self.workers > 1 and fresh >= WORKERS_FROM and not options.dry_run else 0
+        self._halted = None
+        asked_to_stop = should_stop
+
+        def should_stop() -> bool:
+            return self._halted is not None or asked_to_stop()
+
+        try:
+            self._run_batches(plans, selector, options, now, report, on_progress, should_stop, parallel, workers)
+        except DeliveryError as exc:  # the transport could not be opened (an outbox folder that cannot be made)
+            if not exc.server:
+                raise
+            self._halted = str(exc)
+        report.halted = self._halted
+        report.left = len(plans) - len(report.outcomes)
+        if report.halted:  # the caller says so (the CLI as an error, the service in its log)
+            log.info("delivery stopped: %s; %d digests left for the next run", report.halted, report.left)
+        return report
+
+    def _run_batches(self, plans: list[Plan], selector: Selector, options: SendOptions, now: dt.datetime, report: SendReport,
+                     on_progress: Callable[[Outcome], None] | None, should_stop: Callable[[], bool], parallel: bool, workers: int) -> None:
         with self.transport, (ThreadPoolExecutor(self.transport.connections, "smtp") if parallel else contextlib.nullcontext()) as pool, self._worker_processes(workers, selector):
             # Batch after batch: while the worker processes (if any) make the messages of one
             # batch, this process ranks and claims the next, then delivers the one before.
@@ -331,7 +358,6 @@ class DigestSender:
                     log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
                     break
                 waiting = prepared
-        return report
 
     @contextlib.contextmanager
     def _worker_processes(self, workers: int, selector: Selector) -> Iterator[None]:
@@ -502,10 +528,17 @@ class DigestSender:
                     self._stop_many([j for j in jobs[position:] if not j.finished])
                     stopped = True
                     break
+                if isinstance(message, Unmade):
+                    self._unmade(job, message)
+                    continue
                 try:
                     delivered = self.transport.send(message, outbox_key(job.digest, job.subscriber))
                 except DeliveryError as exc:
                     self._failed(job, exc)
+                    if self._halted:
+                        self._stop_many([j for j in jobs[position + 1 :] if not j.finished])
+                        stopped = True
+                        break
                     continue
                 job.delivered(delivered)
                 sent.append(job)
@@ -526,6 +559,9 @@ class DigestSender:
                 if should_stop():
                     stopped = True
                     break
+                if isinstance(message, Unmade):
+                    self._unmade(job, message)
+                    continue
                 window.acquire()
                 future = pool.submit(self._deliver_one, job, message, should_stop)
                 future.add_done_callback(lambda _: window.release())
@@ -535,11 +571,14 @@ class DigestSender:
                 future.result()
         return stopped
 
-    def _deliver_one(self, job: _Job, message: Outgoing, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def _deliver_one(self, job: _Job, message: Outgoing | Unmade, should_stop: Callable[[], bool] = lambda: False) -> None:
         """One message: marked `sending`, handed over, recorded. One waiting for a thread when a
         stop comes is left `pending` for the next run."""
         digest = job.digest
         if should_stop():
+            return
+        if isinstance(message, Unmade):
+            self._unmade(job, message)
             return
         if not self._transition(digest, job.expected, DigestStatus.SENDING, message_id=message.message_id):
             job.outcome.detail = "taken by another run"
@@ -557,10 +596,33 @@ class DigestSender:
         job.delivered(delivered)
 
     def _failed(self, job: _Job, exc: DeliveryError) -> None:
-        status = DigestStatus.FAILED if exc.permanent else DigestStatus.DEFERRED
-        self._finish(job.digest, job.subscriber, status, str(exc), bounced=exc.permanent)
-        log.error("digest for %s not delivered (%s): %s", job.subscriber.email, status.value, exc)
+        """Record a message that did not go: failed (refused for good), or deferred.
+
+        Only a refusal that blames the address counts as a bounce. A fault of the server, the
+        session or the outbox is nobody's bounce: it stops the run (`_halted`), the message
+        tried is deferred, and one never tried (the circuit breaker was open already) goes back
+        to `pending`; both are sent by the next run."""
+        if exc.server:
+            if self._halted is None:
+                self._halted = str(exc)
+            if not exc.tried:
+                self._transition(job.digest, DigestStatus.SENDING, DigestStatus.PENDING)
+                return  # not an outcome of this run: left for the next one
+        status = DigestStatus.FAILED if exc.permanent and not exc.server else DigestStatus.DEFERRED
+        self._finish(job.digest, job.subscriber, status, str(exc), bounced=exc.bounce and not exc.server)
+        if not exc.server:
+            log.error("digest for %s not delivered (%s): %s", job.subscriber.email, status.value, exc)
         job.outcome.status, job.outcome.detail, job.outcome.retries = status.value, str(exc), exc.retries
+        job.finished = True
+
+    def _unmade(self, job: _Job, unmade: Unmade) -> None:
+        """A message that could not be made (a value its headers cannot carry, a template that
+        fails on its data): that digest fails, with the reason; no bounce, nothing else stops.
+        Once the cause is fixed, `digest send --retry-failed --date D` sends it."""
+        reason = f"the message could not be made: {unmade.reason}"
+        self._finish(job.digest, job.subscriber, DigestStatus.FAILED, reason)
+        log.error("digest for %s failed: %s", job.subscriber.email, reason)
+        job.outcome.status, job.outcome.detail = DigestStatus.FAILED.value, reason
         job.finished = True
 
     def _start_many(self, jobs: Sequence[_Job]) -> list[_Job]:
@@ -656,11 +718,11 @@ class DigestSender:
     def render(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> RenderedDigest:
         return self.renderer.render(self.view(digest, subscriber, items, papers))
 
-    def _messages(self, jobs: Sequence[_Job], now: dt.datetime) -> Iterator[Outgoing]:
-        """The message of each job, in order: made by the worker processes of the run where there
-        are (see `run`), else here."""
+    def _messages(self, jobs: Sequence[_Job], now: dt.datetime) -> Iterator[Outgoing | Unmade]:
+        """The message of each job, in order, or why it could not be made: made by the worker
+        processes of the run where there are (see `run`), else here."""
         if self._workers is None or any(job.paper_rows is None for job in jobs):
-            return (self.message(job.digest, job.subscriber, job.items, job.papers, now) for job in jobs)
+            return (_made(self.message, job.digest, job.subscriber, job.items, job.papers, now) for job in jobs)
         tasks = [
             (job.digest.id, job.digest.subscriber_id, job.digest.local_date, job.subscriber.email, job.subscriber.name,
              job.subscriber.interests, job.subscriber.link_id, [(item.id, item.rank, item.reason) for item in job.items], job.paper_rows, now)
@@ -678,6 +740,23 @@ class DigestSender:
             unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
             date=now,
         )
+
+
+@dataclass(frozen=True)
+class Unmade:
+    """A message that could not be made, and why (in words for the operator)."""
+
+    reason: str
+
+
+def _made(make: Callable[..., Outgoing], *args: object) -> Outgoing | Unmade:
+    """`make(*args)`, or why it failed: whatever goes wrong in making one message is that
+    message's failure, never the batch's (see `DigestSender._unmade`)."""
+    try:
+        return make(*args)
+    except Exception as exc:  # any error of one message's data or template
+        log.debug("making a message failed", exc_info=True)
+        return Unmade(f"{type(exc).__name__}: {exc}"[:500])
 
 
 @dataclass(slots=True)
@@ -736,13 +815,13 @@ class _Job:
         self.finished = True
 
 
-def _message_in_worker(task: tuple) -> Outgoing:
-    """A message made in a worker process from a task of `DigestSender._messages`."""
+def _message_in_worker(task: tuple) -> Outgoing | Unmade:
+    """A message made in a worker process from a task of `DigestSender._messages` (or why not)."""
     sender, papers = _WORKER_STATE
     digest_id, subscriber_id, local_date, email, name, interests, link_id, items, rows, now = task
     digest = ClaimedDigest(digest_id, subscriber_id, local_date, DigestStatus.SENDING.value)
     subscriber = SimpleNamespace(email=email, name=name, interests=interests, link_id=link_id)
-    return sender.message(digest, subscriber, [ClaimedItem(*item) for item in items], [papers[row] for row in rows], now)
+    return _made(sender.message, digest, subscriber, [ClaimedItem(*item) for item in items], [papers[row] for row in rows], now)
 
 
 def _dry_run(selection: Selection) -> Outcome:

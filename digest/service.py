@@ -162,6 +162,8 @@ class Service:
         done = {s: report.count(s) for s in ("sent", "empty", "failed", "deferred", "unknown") if report.count(s)}
         if done:
             log.info("send: %s%s", ", ".join(f"{n} {s}" for s, n in done.items()), f", {report.retries} retried" if report.retries else "")
+        if report.halted:
+            log.error("send stopped: %s; %d digests left for the next run", report.halted, report.left)
 
     def ingest(self, name: str) -> None:
         source = next((s for s in self.config.sources if s.name == name), None)

@@ -241,11 +241,15 @@ class FaultySink:
 
     port: int
     temporary: dict[str, int] = field(default_factory=dict)  # recipient -> how many 451s first
-    permanent: set[str] = field(default_factory=set)  # recipients always refused with 550
+    permanent: set[str] = field(default_factory=set)  # recipients always refused with 550 5.1.1 (no such mailbox)
+    policy: set[str] = field(default_factory=set)  # recipients always refused with 550 5.7.1 (relaying denied)
     drop_once: set[str] = field(default_factory=set)  # drop the connection at this recipient's DATA, once
     delay: float = 0.0  # seconds before accepting each message
+    #: The one password AUTH accepts (any user); any other is refused with 535 5.7.8.
+    password: str = "right"
     accepted: list[str] = field(default_factory=list)
     connections: int = 0
+    logins: int = 0  # AUTH attempts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self) -> Counter:
@@ -258,6 +262,8 @@ class _FaultyHandler(_CountingHandler):
         with self.sink.lock:
             if address in self.sink.permanent:
                 return f"550 5.1.1 <{address}>: no such mailbox"
+            if address in self.sink.policy:
+                return f"550 5.7.1 <{address}>: relaying denied"
             if self.sink.temporary.get(address, 0) > 0:
                 self.sink.temporary[address] -= 1
                 return "451 4.3.2 try again later"
@@ -282,10 +288,58 @@ class _FaultyHandler(_CountingHandler):
 
 @pytest.fixture
 def faulty() -> FaultySink:
+    """aiosmtpd with faults on cue; it offers AUTH (without TLS), which a client may skip."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
     sink = FaultySink(free_port())
-    controller = Controller(_FaultyHandler(sink), hostname="127.0.0.1", port=sink.port)
+
+    def authenticate(server, session, envelope, mechanism, data) -> AuthResult:
+        with sink.lock:
+            sink.logins += 1
+        return AuthResult(success=isinstance(data, LoginPassword) and data.password == sink.password.encode(), handled=False)
+
+    controller = Controller(_FaultyHandler(sink), hostname="127.0.0.1", port=sink.port, auth_require_tls=False, authenticator=authenticate)
     controller.start()
     try:
         yield sink
     finally:
         controller.stop()
+
+
+@dataclass
+class SilentServer:
+    """A TCP server on loopback that accepts connections and never says a word (no SMTP greeting)."""
+
+    port: int
+    accepted: int = 0
+
+
+@pytest.fixture
+def silent_server() -> SilentServer:
+    server = SilentServer(free_port())
+    listener = socket.create_server(("127.0.0.1", server.port))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(connection)  # kept open, never answered
+            server.accepted += 1
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()

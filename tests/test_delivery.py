@@ -53,13 +53,20 @@ def test_smtp_sends_a_batch_over_one_connection(workdir: Workdir, smtp_sink: SMT
     assert received.message["Message-ID"] == "<digest.0@example.net>"
 
 
-def test_smtp_that_is_not_there_is_a_temporary_error_after_bounded_retries(workdir: Workdir) -> None:
+def test_smtp_that_is_not_there_is_a_server_fault_after_bounded_retries(workdir: Workdir) -> None:
     from .conftest import free_port
 
     settings = workdir.settings(DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TIMEOUT="2", SMTP_RETRIES="3", SMTP_RETRY_BACKOFF="1")
     waits: list[float] = []
-    with SMTPTransport(settings, sleep=waits.append) as smtp, pytest.raises(DeliveryError) as caught:
-        smtp.send(message("a@example.org"), "k")
-    assert "Connection refused" in str(caught.value) and "after 4 tries" in str(caught.value)
-    assert not caught.value.permanent and caught.value.retries == 3
-    assert len(waits) == 3 and 0.75 <= waits[0] <= 1.25 and 1.5 <= waits[1] <= 2.5 and 3 <= waits[2] <= 5  # exponential
+    with SMTPTransport(settings, sleep=waits.append) as smtp:
+        with pytest.raises(DeliveryError) as caught:
+            smtp.send(message("a@example.org"), "k")
+        assert "Connection refused" in str(caught.value) and "stopped trying the server after 3 failures in a row" in str(caught.value)
+        assert caught.value.server and caught.value.tried and not caught.value.permanent and not caught.value.bounce
+        assert caught.value.retries == 2 and len(waits) == 2 and 0.75 <= waits[0] <= 1.25 and 1.5 <= waits[1] <= 2.5  # exponential
+        with pytest.raises(DeliveryError) as untried:  # the breaker is open: no further connection
+            smtp.send(message("b@example.org"), "k2")
+        assert untried.value.server and not untried.value.tried and len(waits) == 2
+    with SMTPTransport(settings, sleep=waits.append) as smtp, pytest.raises(DeliveryError) as again:
+        smtp.send(message("b@example.org"), "k2")  # a new run gives the server a fresh chance
+    assert again.value.tried and len(waits) == 4

@@ -3,6 +3,7 @@ and a `digest send` killed with SIGKILL in the middle of a batch."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from sqlmodel import select
 
 from digest.models import Digest, DigestStatus, Subscriber
 
-from .conftest import FaultySink, Workdir
+from .conftest import FaultySink, Workdir, free_port
 
 TOPICS = ["quantum error correction", "weather forecasting", "speculative decoding", "single-cell transcriptomics", "legged locomotion"]
 
@@ -119,3 +120,135 @@ def test_a_send_killed_mid_batch_resumes_without_duplicate_or_loss(workdir: Work
     assert second.returncode == (1 if unknown else 0)
     if unknown:
         assert "interrupted while sending" in second.stdout
+
+
+# --- faults of the server, not of a recipient: never a bounce, the run stops early ------------------
+
+
+def sender(workdir: Workdir, settings):
+    """A `DigestSender` in this process, as `digest send` makes one."""
+    from digest.config import load_config
+    from digest.delivery import make_transport
+    from digest.render import Renderer
+    from digest.send import DigestSender
+
+    return DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), make_transport(settings))
+
+
+def subscribers(workdir: Workdir) -> list[Subscriber]:
+    with workdir.db().session() as session:
+        return list(session.exec(select(Subscriber).order_by(Subscriber.email)))
+
+
+def assert_stopped_cleanly(result: subprocess.CompletedProcess, words: str) -> None:
+    """Exit 1 with one clear error that says `words`, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.count("error:") == 1 and words in result.stderr, result.stderr
+    assert "left for the next run; no address was counted as bouncing" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def assert_nobody_bounced(workdir: Workdir) -> None:
+    assert all(s.active and s.bounces == 0 and s.disabled_reason is None for s in subscribers(workdir))
+    assert set(statuses(workdir).values()) <= {"pending", "deferred"}
+
+
+def test_a_wrong_smtp_password_stops_the_run_and_switches_nobody_off(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 6)
+    wrong = smtp(faulty, SMTP_USERNAME="digest", SMTP_PASSWORD="wrong")
+    for day in range(1, 4):  # three daily runs, as the audit did: 299 of 300 were switched off
+        feed = workdir.path / f"day{day}.jsonl"
+        feed.write_text("".join(json.dumps({"title": f"Day {day}: {t} at scale", "abstract": f"New results on {t}."}) + "\n" for t in TOPICS))
+        workdir.prepare(str(feed))
+        result = workdir.cli("send", "--date", f"2026-12-0{day}", **wrong)
+        assert_stopped_cleanly(result, "the SMTP server refused the login: SMTP 535 5.7.8")
+    assert faulty.accepted == []
+    assert faulty.logins <= 3 * 2 * 4  # a few tries a run (LOGIN and PLAIN, one per connection), not one per message and retry
+    assert_nobody_bounced(workdir)
+    # With the right password the same digests go out, once each.
+    settings = workdir.settings(**smtp(faulty, SMTP_USERNAME="digest", SMTP_PASSWORD="right"))
+    for day in range(1, 4):
+        assert not sender(workdir, settings).run(date=dt.date(2026, 12, day)).failed
+    assert faulty.count() == Counter({e: 3 for e in emails})
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_after_a_few_timeouts(workdir: Workdir, silent_server, faulty: FaultySink) -> None:
+    emails = people(workdir, 24)
+    workdir.prepare()
+    # Default retries (4) and connections (4); a short timeout stands for the default 30 s.
+    started = time.monotonic()
+    result = workdir.cli("send", DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(silent_server.port), SMTP_TIMEOUT="0.5", SMTP_RETRY_BACKOFF="0.05")
+    took = time.monotonic() - started
+    assert_stopped_cleanly(result, "stopped trying the server after 3 failures in a row")
+    assert "TimeoutError" in result.stderr or "timed out" in result.stderr
+    # One timeout per connection, not SMTP_TIMEOUT x 5 tries x 24 messages (120 connections).
+    assert silent_server.accepted <= 8, silent_server.accepted
+    assert took < 60  # a hang guard; what counts is the number of tries above
+    assert_nobody_bounced(workdir)
+    assert not sender(workdir, workdir.settings(**smtp(faulty))).run().failed
+    assert faulty.count() == Counter({e: 1 for e in emails})
+
+
+def test_a_refused_connection_or_a_failed_tls_session_stops_the_run_without_bounces(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 8)
+    workdir.prepare()
+    for env, words in (
+        (smtp(faulty, SMTP_PORT=str(free_port())), "Connection refused"),  # nothing listens there
+        (smtp(faulty, SMTP_SECURITY="starttls"), "STARTTLS"),  # the server offers none
+        (smtp(faulty, SMTP_SECURITY="ssl", SMTP_TIMEOUT="2"), "TLS with the SMTP server failed"),  # it speaks plain SMTP
+    ):
+        result = workdir.cli("send", **env)
+        assert_stopped_cleanly(result, words)
+        assert_nobody_bounced(workdir)
+    assert faulty.accepted == [] and faulty.connections <= 2 * 4
+    assert not sender(workdir, workdir.settings(**smtp(faulty))).run().failed
+    assert faulty.count() == Counter({e: 1 for e in emails})
+
+
+def test_a_refusal_for_policy_fails_that_message_but_is_no_bounce(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 3)
+    faulty.policy = {emails[1]}  # 550 5.7.1: about the sender or the server's rules, not the address
+    faulty.permanent = {emails[2]}  # 550 5.1.1: no such mailbox
+    workdir.prepare()
+    result = workdir.cli("send", **smtp(faulty))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert statuses(workdir) == {emails[0]: "sent", emails[1]: "failed", emails[2]: "failed"}
+    assert {s.email: s.bounces for s in subscribers(workdir)} == {emails[0]: 0, emails[1]: 0, emails[2]: 1}
+
+
+# --- one message that cannot be made fails alone ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("transport", "workers"), [("outbox", 1), ("outbox", 2), ("smtp-1", 1), ("smtp-4", 2)])
+def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdir, faulty: FaultySink, monkeypatch: pytest.MonkeyPatch, transport: str, workers: int) -> None:
+    from digest import send
+    from digest.config import load_config
+    from digest.delivery import OutboxTransport, SMTPTransport
+    from digest.ingest import ingest_source
+    from digest.profiles import sync_profiles
+    from digest.render import Renderer
+
+    emails = people(workdir, 6)
+    db = workdir.db()
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    with db.transaction() as session:  # as a version that did not check names stored it
+        broken = session.exec(select(Subscriber).where(Subscriber.email == emails[2])).one()
+        broken.name = "Reader\r\nBcc: everyone@example.org"
+        session.add(broken)
+    monkeypatch.setattr(send, "WORKERS_FROM", 1)  # forked worker processes make the messages when workers > 1
+    env = {} if transport == "outbox" else {**smtp(faulty), "SMTP_CONNECTIONS": transport.split("-")[1]}
+    settings = workdir.settings(**env)
+    made = OutboxTransport(settings.outbox) if transport == "outbox" else SMTPTransport(settings)
+    sender = send.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers)
+    report = sender.run()
+    outcomes = {o.email: o for o in report.outcomes}
+    assert {e: o.status for e, o in outcomes.items()} == {**{e: "sent" for e in emails if e != emails[2]}, emails[2]: "failed"}
+    assert "could not be made" in outcomes[emails[2]].detail and "control character" in outcomes[emails[2]].detail
+    assert statuses(workdir) == {**{e: "sent" for e in emails if e != emails[2]}, emails[2]: "failed"}
+    assert all(s.bounces == 0 and s.active for s in subscribers(workdir))
+    delivered = [p.name for p in workdir.outbox()] if transport == "outbox" else list(faulty.count())
+    assert len(delivered) == 5 and not any("reader02" in name for name in delivered)
+    again = send.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers).run()
+    assert {o.status for o in again.outcomes} == {"already"}  # nothing stuck in `sending`, nothing sent twice

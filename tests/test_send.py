@@ -293,3 +293,58 @@ def test_control_characters_in_a_title_reach_no_header(workdir: Workdir) -> None
     head = path.read_bytes().split(b"\r\n\r\n", 1)[0]
     assert not [c for c in head if c < 0x20 and c not in (0x0D, 0x0A, 0x09)]
     assert parse(path)["Subject"].endswith("Speculative decoding with[31m KV cache")
+
+
+def test_an_outbox_that_cannot_be_made_is_one_clear_error_and_nothing_is_lost(workdir: Workdir) -> None:
+    workdir.prepare()
+    (workdir.path / "var" / "taken").write_text("a file where the folder should go")
+    result = workdir.cli("send", DIGEST_OUTBOX=str(workdir.path / "var" / "taken" / "outbox"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error: delivery stopped: cannot create the outbox folder" in result.stderr and "4 digests left for the next run" in result.stderr
+    report = make_sender(workdir, utcnow).run()  # the next run, with a folder it can make
+    assert report.count("sent") == 4 and len(workdir.outbox()) == 4
+
+
+def test_a_full_disk_while_writing_previews_is_a_warning_not_a_failure(workdir: Workdir) -> None:
+    import os
+
+    if not os.path.exists("/dev/full"):
+        import pytest
+
+        pytest.skip("no /dev/full here")
+    workdir.prepare()
+    previews = workdir.path / "var" / "preview"
+    previews.mkdir(parents=True)
+    (previews / "2026-11-25_00000001_ada_example.org.html").symlink_to("/dev/full")  # writing the first preview: ENOSPC
+    result = workdir.cli("send", "--date", "2026-11-25")
+    assert result.returncode == 0, result.stderr  # every message was sent and recorded
+    assert "warning: the HTML previews could not be written" in result.stderr and "No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr and "4 sent" in result.stdout
+    with workdir.db().session() as session:
+        assert {d.status for d in session.exec(select(Digest))} == {DigestStatus.SENT.value}
+
+
+def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_without_duplicates(workdir: Workdir) -> None:
+    import os
+
+    import pytest
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare(now=now - dt.timedelta(hours=1))
+    outbox = workdir.path / "var" / "outbox"
+    outbox.mkdir(parents=True)
+    # Digests are claimed in the order of the addresses: kenji's is the second. Writing it, the disk is full.
+    (outbox / f".2026-11-24_00000002_kenji_example.org.{os.getpid()}.tmp").symlink_to("/dev/full")
+    report = make_sender(workdir, Clock(now)).run(date=dt.date(2026, 11, 24))
+    assert [(o.email, o.status) for o in report.outcomes] == [("ada@example.org", "sent"), ("kenji@example.org", "deferred")]  # and no further
+    assert report.halted and "No space left on device" in report.halted and report.failed
+    assert report.left == 2
+    with workdir.db().session() as session:
+        assert sorted(session.exec(select(Digest.status))) == ["deferred", "pending", "pending", "sent"]
+        assert all(s.bounces == 0 for s in session.exec(select(Subscriber)))
+    assert not list(outbox.glob(".*.tmp"))  # nothing half-written left behind
+    again = make_sender(workdir, Clock(now)).run(date=dt.date(2026, 11, 24))
+    assert sorted(o.status for o in again.outcomes) == ["already", "sent", "sent", "sent"]
+    assert len(workdir.outbox()) == 4
