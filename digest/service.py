@@ -14,7 +14,14 @@ Started after a downtime, the service first sends today's digests that are due a
 sweep runs at once); it never sends a past day's digest (that takes `digest send --date`).
 Sends never overlap, and each one is exactly-once per (subscriber, local date) by itself
 (`send.DigestSender`). On SIGTERM or SIGINT the web server stops taking requests, a send in
-progress finishes the message in hand and stops, and the scheduler waits for its jobs.
+progress finishes the message in hand and stops, an ingest makes no further request, and the
+scheduler waits for its jobs.
+
+A job never waits on the scheduler: `scheduler.shutdown(wait=True)` holds the job store's lock
+while it waits for the running jobs, so a job that then asked the scheduler anything (the
+`profiles` job updating the send jobs) would wait for ever, and so would the service. The
+scheduler is changed only under `_scheduling`, which `stop` takes before it shuts down and which
+a job gives up on as soon as a stop has begun.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from sqlmodel import select
 from .config import AppConfig, load_config
 from .db import Database
 from .delivery import make_transport
-from .ingest import SourceSpec, ingest_source
+from .ingest import SourceError, SourceSpec, ingest_source
+from .ingest.fetch import Fetcher, is_url
 from .models import Subscriber, utcnow
 from .profiles import sync_profiles
 from .render import Renderer
@@ -70,6 +78,8 @@ class Service:
         self.db = db or Database(settings.database_url)
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()
+        #: Held by whoever changes the scheduler's jobs, and by `stop` while it shuts it down.
+        self._scheduling = threading.Lock()
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine)},
             executors={"default": ThreadPoolExecutor(2)},
@@ -95,11 +105,12 @@ class Service:
         log.info("scheduler started with %d jobs", len(self.scheduler.get_jobs()))
 
     def stop(self) -> None:
-        """Stop after the message in hand; wait for running jobs."""
+        """Stop after the message in hand; wait for running jobs (none of which can wait on this)."""
         global _service
         self.stopping.set()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+        with self._scheduling:  # a job changing the jobs finishes first; none starts after
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=True)
         _service = None
         log.info("scheduler stopped")
 
@@ -147,13 +158,24 @@ class Service:
                 self.ingest(args[0])
             elif kind == "profiles":
                 self.sync_profiles()
-                self.sync_jobs()
+                self._sync_jobs_unless_stopping()
             elif kind == "retrain":
                 retrain(self.db)
             else:
                 log.error("unknown job %s", kind)
         except Exception:
             log.exception("job %s %s failed", kind, args)
+
+    def _sync_jobs_unless_stopping(self) -> None:
+        """`sync_jobs` from a job: given up on when a stop has begun (see the module docstring)."""
+        while not self._scheduling.acquire(timeout=0.2):
+            if self.stopping.is_set():
+                return
+        try:
+            if not self.stopping.is_set():
+                self.sync_jobs()
+        finally:
+            self._scheduling.release()
 
     def send_due(self) -> None:
         with self._send_lock:  # sends never overlap
@@ -170,7 +192,17 @@ class Service:
         if source is None:
             log.warning("source %r is no longer configured", name)
             return
-        ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers))
+        fetcher = Fetcher(sleep=self._pause) if is_url(source.url) else None
+        try:
+            ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers), fetcher=fetcher)
+        finally:
+            if fetcher is not None:
+                fetcher.close()
+
+    def _pause(self, seconds: float) -> None:
+        """The ingest's waits (politeness, backoff): cut short by a stop, which ends the ingest."""
+        if self.stopping.wait(seconds):
+            raise SourceError("the service is stopping")
 
     def sync_profiles(self) -> None:
         report = sync_profiles(self.db, self.settings.profiles_dir)

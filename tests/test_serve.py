@@ -14,12 +14,13 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 from lxml import html as lxml_html
 from sqlmodel import func, select
 
 from digest.models import Digest, FeedbackEvent
 
-from .conftest import SMTPSink, Workdir, free_port
+from .conftest import ROOT, SMTPSink, Workdir, free_port
 from .test_faults import people
 
 
@@ -188,3 +189,38 @@ def test_sigterm_in_the_middle_of_a_send_finishes_the_message_in_hand(workdir: W
     time.sleep(1)
     serve.stop()
     assert faulty.count() == Counter({e: 1 for e in emails})
+
+
+@pytest.mark.parametrize("kind", ["profiles", "ingest", "ingest-url", "retrain", "send"])
+def test_the_service_stops_within_seconds_whatever_job_is_running(workdir: Workdir, faulty, feed_server, kind: str) -> None:
+    """`Service.stop` while a job of each kind runs: the process ends within seconds (the
+    `profiles` job once asked the scheduler for its jobs while `shutdown` held their lock; an
+    ingest waiting out a server's Retry-After went on waiting)."""
+    people(workdir, 24)  # all due since midnight UTC
+    faulty.delay = 0.3
+    workdir.prepare()
+    url = feed_server.serve("/busy", b"busy", status=503, headers={"Retry-After": "60"})
+    config = workdir.path / "config" / "digest.yaml"
+    config.write_text(config.read_text().replace("\nranking:", f"\n  - name: slow source\n    url: {url}\n    poll_at: \"23:59\"\n\nranking:", 1))
+    folder = workdir.path / "signals"
+    folder.mkdir()
+    env = {**os.environ, **workdir.env, "DIGEST_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(faulty.port)}
+    child = subprocess.Popen([sys.executable, str(ROOT / "tests" / "service_child.py"), kind, str(folder)], cwd=workdir.path, env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        running = {"send": lambda: sum(faulty.count().values()) >= 2, "ingest-url": lambda: len(feed_server.asked("/busy")) >= 1}.get(
+            kind, lambda: (folder / "running").exists())
+        wait_until(lambda: running() or child.poll() is not None, 60, f"a {kind} job to run")
+        assert child.poll() is None, child.stdout.read()
+        (folder / "stop").touch()
+        stopped_at = time.monotonic()
+        output, _ = child.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        output, _ = child.communicate()
+        raise AssertionError(f"the service did not stop while a {kind} job ran:\n{output}") from None
+    assert child.returncode == 0, output
+    assert "stopped in" in output and time.monotonic() - stopped_at < 10, output
+    assert "Traceback" not in output
+    if kind == "ingest-url":
+        assert len(feed_server.asked("/busy")) == 1  # no further request after the stop
