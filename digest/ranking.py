@@ -91,8 +91,15 @@ class TextModel(TransformerMixin, BaseEstimator):
     def fit_counts(self, texts: Iterable[str], keep: Iterable[str] = ()) -> sparse.csr_matrix:
         """Fit on `texts` and return their term counts (the corpus is tokenized once)."""
         counter = CountVectorizer(tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, dtype=np.float32)
-        counts = counter.fit_transform(list(texts)).tocsc()
-        terms = counter.get_feature_names_out()
+        texts = list(texts)
+        try:
+            counts = counter.fit_transform(texts).tocsc()
+            terms = counter.get_feature_names_out()
+        except ValueError:  # "empty vocabulary": no paper has a word that counts (only "A", say)
+            if any(counter.build_analyzer()(text) for text in texts):
+                raise
+            counter.vocabulary_, terms = {}, np.array([], dtype=object)
+            counts = sparse.csc_matrix((len(texts), 0), dtype=np.float32)
         df = np.diff(counts.indptr)
         min_df = self.min_df if counts.shape[0] >= SMALL_CORPUS else 1
         chosen = np.flatnonzero(df >= min_df)
@@ -114,11 +121,14 @@ class TextModel(TransformerMixin, BaseEstimator):
         return kept
 
     def counts(self, texts: Iterable[str]) -> sparse.csr_matrix:
-        return self.counter_.transform(list(texts)).tocsr()
+        texts = list(texts)
+        if not self.counter_.vocabulary:  # a model of no words: nothing can match (never an error)
+            return sparse.csr_matrix((len(texts), 0), dtype=np.float32)
+        return self.counter_.transform(texts).tocsr()
 
     def queries(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
         """Unit TF-IDF rows, term frequency 1 + ln(count)."""
-        if counts.shape[0] == 0:
+        if counts.shape[0] == 0 or counts.shape[1] == 0:  # no rows, or a model of no words
             return sparse.csr_matrix(counts.shape, dtype=np.float32)
         logged = counts.astype(np.float32, copy=True)
         logged.data = 1 + np.log(logged.data)

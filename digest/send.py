@@ -27,7 +27,7 @@ from sqlmodel import col, select
 from .config import AppConfig
 from .db import Database, chunks
 from .delivery import Delivered, DeliveryError, Transport
-from .links import LinkMaker, LinkSigner
+from .links import LinkMaker, LinkSigner, safe_url
 from .mail import Outgoing, compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
@@ -954,7 +954,7 @@ def preview_digest(sender: DigestSender, subscriber: Subscriber, date: dt.date |
         local_date=plan.local_date,
         interests=[i["phrase"] for i in subscriber.interests],
         items=[
-            item_view(paper, rank, ranked.reason, paper.url or "#", "#preview", "#preview")
+            item_view(paper, rank, ranked.reason, safe_url(paper.url) or safe_url(paper.pdf_url) or "#", "#preview", "#preview")
             for rank, (ranked, paper) in enumerate(zip(selection.ranked, selection.papers), start=1)
         ],
         view_url="#preview",

@@ -17,7 +17,7 @@ from digest.ingest import ingest_source
 from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from digest.profiles import load_profiles, sync_profiles
 from digest.render import Renderer
-from digest.send import DigestSender, outbox_key
+from digest.send import DigestSender, outbox_key, preview_digest
 
 from .conftest import Workdir
 
@@ -348,3 +348,33 @@ def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_witho
     again = make_sender(workdir, Clock(now)).run(date=dt.date(2026, 11, 24))
     assert sorted(o.status for o in again.outcomes) == ["already", "sent", "sent", "sent"]
     assert len(workdir.outbox()) == 4
+
+
+def test_preview_writes_no_link_a_click_could_not_follow(workdir: Workdir) -> None:
+    feed = workdir.path / "bad-links.jsonl"
+    feed.write_text("".join(json.dumps(p) + "\n" for p in [
+        {"title": "Speculative decoding with a scripted link", "abstract": "Speculative decoding.", "url": "javascript:alert(document.cookie)"},
+        {"title": "KV cache with a protocol-relative link", "abstract": "KV cache compression.", "url": "//evil.example/x", "pdf": "https://arxiv.org/pdf/2601.00001"},
+        {"title": "Mixture of experts with a data link", "abstract": "Mixture of experts.", "url": "data:text/html,<script>alert(1)</script>"},
+    ]))
+    workdir.prepare(str(feed))
+    out = workdir.path / "preview.html"
+    workdir.cli("preview", "ada@example.org", "--out", str(out), check=True)
+    hrefs = lxml_html.fromstring(out.read_text()).xpath("//a/@href")
+    assert hrefs and not [h for h in hrefs if not (h.startswith(("http://", "https://")) or h.startswith("#"))], hrefs
+    assert "https://arxiv.org/pdf/2601.00001" in hrefs  # the safe link of the same paper instead
+
+
+def test_a_corpus_of_stop_words_means_no_matches_not_a_crash(workdir: Workdir) -> None:
+    (workdir.path / "a.jsonl").write_text(json.dumps({"title": "A", "abstract": ""}) + "\n")
+    profile(workdir, "zz-the.yaml", "email: the@example.org\ninterests: [the, a]\n")  # whose phrases are stop words too
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare("a.jsonl", now=now - dt.timedelta(hours=1))
+    sender = make_sender(workdir, Clock(now))
+    for subscriber in sender.subscribers():
+        preview = preview_digest(sender, subscriber)
+        assert preview.rendered is None and preview.reason == "none of 1 new papers matched the interests"
+    report = sender.run()
+    assert [o.status for o in report.outcomes] == ["empty"] * 5 and not report.failed
+    shown = workdir.cli("preview", "ada@example.org", "--date", "2026-11-24")  # and the command says so, as it did not
+    assert shown.returncode == 0 and "none of" in shown.stdout and "Traceback" not in shown.stderr, shown.stderr
