@@ -163,13 +163,13 @@ def test_the_fast_mime_message_reads_as_the_email_message_api_writes_it() -> Non
 
 
 def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     db = workdir.db()
-    ingest_source(db, "config/sample-feed.jsonl")
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
     sync_profiles(db, workdir.path / "config" / "subscribers")
     db.dispose()
     database = Path(workdir.env["DIGEST_DATABASE_URL"].removeprefix("sqlite:///"))
     shutil.copy(database, database.with_name("copy.db"))
-    now = dt.datetime.now(dt.timezone.utc)
     monkeypatch.setattr(send, "WORKERS_FROM", 1)
     makers = workdir.path / "makers"
     makers.mkdir()
@@ -204,7 +204,7 @@ def test_parallel_smtp_connections_deliver_each_message_once(workdir: Workdir, s
     settings = workdir.settings(DIGEST_TRANSPORT="smtp", SMTP_HOST=smtp_sink.host, SMTP_PORT=str(smtp_sink.port), SMTP_CONNECTIONS="4")
     rendered = RenderedDigest("Digest", "<p>HTML</p>", "Text\n")
     messages = [compose(rendered=rendered, sender="Paper Digest <digest@example.net>", to_email=f"user{n}@example.org", to_name=None,
-                        msg_id=f"<digest.{n}@example.net>", unsubscribe_url=f"https://example.net/u/u{n}", date=dt.datetime.now(dt.timezone.utc))
+                        msg_id=f"<digest.{n}@example.net>", unsubscribe_url=f"https://example.net/u/u{n}", date=dt.datetime(2026, 11, 24, 7, tzinfo=dt.timezone.utc))
                 for n in range(60)]
     threads: set[str] = set()
     smtp = SMTPTransport(settings)
@@ -224,7 +224,7 @@ def test_parallel_smtp_connections_deliver_each_message_once(workdir: Workdir, s
 def test_the_outbox_does_not_count_a_file_cut_short(tmp_path: Path) -> None:
     rendered = RenderedDigest("Digest", "<p>HTML</p>", "Text\n")
     message = compose(rendered=rendered, sender="d@example.net", to_email="a@example.org", to_name=None, msg_id="<d@example.net>",
-                      unsubscribe_url="https://example.net/u/u", date=dt.datetime.now(dt.timezone.utc))
+                      unsubscribe_url="https://example.net/u/u", date=dt.datetime(2026, 11, 24, 7, tzinfo=dt.timezone.utc))
     with OutboxTransport(tmp_path) as outbox:
         outbox.send(message, "whole")
         outbox.send(message, "cut")

@@ -125,14 +125,15 @@ def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workd
 
 
 def test_no_match_means_no_email_and_a_recorded_reason(workdir: Workdir) -> None:
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     db = workdir.db()
-    ingest_source(db, "config/sample-feed.jsonl")
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
     for name in ("ada.yaml", "kenji.yaml", "lucia.yaml", "sam.yaml"):
         (workdir.path / "config" / "subscribers" / name).unlink()
     profile(workdir, "none.yaml", "email: none@example.org\ninterests: [medieval poetry]\n")
     profile(workdir, "few.yaml", "email: few@example.org\ninterests: [trapped ions]\nmax_items: 10\n")
     sync_profiles(db, workdir.path / "config" / "subscribers")
-    report = make_sender(workdir, Clock(dt.datetime.now(dt.timezone.utc))).run()
+    report = make_sender(workdir, Clock(now)).run()
     outcomes = {o.email: o for o in report.outcomes}
     assert outcomes["none@example.org"].status == "empty"
     assert "none of 72 new papers matched" in outcomes["none@example.org"].detail
@@ -224,9 +225,6 @@ def test_papers_an_ingest_holds_uncommitted_while_a_send_starts_still_reach_thei
         everyone = set(session.exec(select(Subscriber.email)).all())
     assert set(items) == everyone and len(everyone) == 4, items  # before: nothing for anyone ("no new papers" both days)
     assert sum(o.status == "sent" for report in reports for o in report.outcomes) == 4
-
-
-# --- the smaller defects of the audit ------------------------------------------------------------------------
 
 
 # --- the smaller defects of the audit ------------------------------------------------------------------------
