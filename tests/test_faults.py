@@ -189,6 +189,23 @@ def test_a_server_that_accepts_and_never_answers_is_given_up_after_a_few_timeout
     assert faulty.count() == Counter({e: 1 for e in emails})
 
 
+def test_a_server_that_times_out_on_every_message_stops_the_run_and_bounces_nobody(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 12)
+    workdir.prepare()
+    faulty.delay = 1.0  # it answers each message's data a second late: after SMTP_TIMEOUT
+    result = workdir.cli("send", **smtp(faulty, SMTP_TIMEOUT="0.3"))
+    assert_stopped_cleanly(result, "stopped trying the server after 3 failures in a row")
+    assert faulty.connections <= 2 * 4
+    assert_nobody_bounced(workdir)
+    time.sleep(1.5)  # what the server was given meanwhile is in its hands now
+    in_doubt = set(faulty.count())  # timed out waiting for the reply: it kept them (RFC 1047)
+    assert len(in_doubt) <= 4 and set(statuses(workdir).values()) == {"pending", "deferred"}
+    faulty.delay = 0.0
+    assert not sender(workdir, workdir.settings(**smtp(faulty))).run().failed
+    counts = faulty.count()
+    assert set(counts) == set(emails) and all(counts[e] == 1 for e in emails if e not in in_doubt)  # a duplicate only where in doubt
+
+
 def test_a_refused_connection_or_a_failed_tls_session_stops_the_run_without_bounces(workdir: Workdir, faulty: FaultySink) -> None:
     emails = people(workdir, 8)
     workdir.prepare()
