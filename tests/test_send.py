@@ -152,7 +152,7 @@ def test_a_digest_interrupted_before_or_during_delivery_is_finished_once(workdir
     with db.transaction() as session:
         digests = session.exec(select(Digest).order_by(Digest.id)).all()
         # As if a crash hit: the first before delivery (its file never written), the second after it.
-        files[0].unlink()
+        next(f for f in files if f"_{digests[0].id:08d}_" in f.name).unlink()
         digests[0].status = DigestStatus.PENDING.value
         digests[1].status = DigestStatus.SENDING.value
         session.add_all(digests[:2])
