@@ -127,21 +127,24 @@ def init(env_file: str) -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1)
+@click.option("--date", "date_text", metavar="YYYY-MM-DD",
+              help="The announcement date of a JSONL listing whose lines carry no `published` (default: a date in its file name, as in 2026-04-10.jsonl).")
 @click.pass_obj
-def ingest(app: App, sources: tuple[str, ...]) -> None:
+def ingest(app: App, sources: tuple[str, ...], date_text: str | None) -> None:
     """Ingest papers from the given paths, or from the sources of config/digest.yaml.
 
-    The format (JSONL, Hugging Face trending page, ...) is found from the content. A malformed
-    entry is skipped with a warning; a source that cannot be read changes nothing.
+    The format (JSONL, Hugging Face trending page, ...) is found from the content; text of no
+    known format (Markdown, a README) is refused. A malformed entry is skipped with a warning; a
+    source that cannot be read changes nothing.
     """
-    results = run_ingest(app, sources)
+    results = run_ingest(app, sources, parse_date(date_text))
     print_ingest(results)
     sys.exit(OK if all(r.ok for r in results) else FAILED)
 
 
-def run_ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
+def run_ingest(app: App, sources: tuple[str, ...], listed: dt.date | None = None) -> list[IngestResult]:
     if sources:
-        specs = [SourceSpec(s) for s in sources]
+        specs = [SourceSpec(s, listed=listed) for s in sources]
     else:
         specs = [SourceSpec(s.url, s.name, s.max_papers) for s in app.config.sources if s.enabled]
         if not specs:
