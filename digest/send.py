@@ -28,7 +28,7 @@ from .config import AppConfig
 from .db import Database, chunks
 from .delivery import Delivered, DeliveryError, Transport
 from .links import LinkMaker, LinkSigner
-from .mail import Outgoing, compose, message_id
+from .mail import DkimKey, Outgoing, compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
 from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
@@ -274,6 +274,7 @@ class DigestSender:
         self.transport = transport
         self.clock = clock
         self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys))
+        self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
 
     def subscribers(self, only: str | None = None) -> list[Subscriber]:
         with self.db.session() as session:
@@ -673,6 +674,7 @@ class DigestSender:
             msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
             unsubscribe_url=self.links.unsubscribe(digest.id),
             date=now,
+            dkim_key=self.dkim,
         )
 
 
