@@ -396,7 +396,18 @@ def web(app: App, host: str | None, port: int | None) -> None:
         app.settings.require_secret_key()
     except SettingsError as exc:
         fail(str(exc), BAD_INPUT)
+    say_listening(app.settings, host, port, "the web endpoints")
     serve(app.settings, host, port)
+
+
+def say_listening(settings: Settings, host: str | None, port: int | None, what: str) -> None:
+    """Where a long-running command listens and how to stop it, printed before it starts."""
+    from .web import listen_address
+
+    host, port = listen_address(settings, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"Serving {what} on http://{shown}:{port} (links in emails point to {settings.base_url}).", highlight=False)
+    console.print("Press Ctrl+C (or send SIGTERM) to stop.", highlight=False)
 
 
 @main.command()
@@ -514,6 +525,7 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     except SettingsError as exc:
         fail(str(exc), BAD_INPUT)
     _ = app.config  # a broken config/digest.yaml stops here, with its file and line
+    say_listening(app.settings, host, port, "the scheduler and the web endpoints")
     run_service(app.settings, host, port)
 
 

@@ -156,6 +156,12 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
     return app
 
 
+def listen_address(settings: Settings, host: str | None = None, port: int | None = None) -> tuple[str, int]:
+    """Where the endpoints listen: `host` and `port`, by default those of `DIGEST_BASE_URL`."""
+    base = urlsplit(settings.base_url)
+    return host or base.hostname or "127.0.0.1", port or base.port or (443 if base.scheme == "https" else 80)
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, lifespan: Callable | None = None, db: Database | None = None) -> None:
     """Run the endpoints with uvicorn until SIGTERM or SIGINT, then stop gracefully and return."""
     import uvicorn
@@ -171,9 +177,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    base = urlsplit(settings.base_url)
-    host = host or base.hostname or "127.0.0.1"
-    port = port or base.port or (443 if base.scheme == "https" else 80)
+    host, port = listen_address(settings, host, port)
     log.info("serving on http://%s:%d (public base %s)", host, port, settings.base_url)
     app = create_app(settings, db, lifespan=lifespan)
     Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning", proxy_headers=True)).run()
