@@ -306,7 +306,7 @@ def print_send(report: SendReport) -> None:
     elif all(o.status == "already" for o in report.outcomes):
         console.print("Nothing new to send: every digest for today was sent already.")
     else:
-        counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "deferred", "unknown", "dry-run")}
+        counts = {s: report.count(s) for s in ("sent", "empty", "already", "paused", "failed", "deferred", "unknown", "dry-run")}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
@@ -389,7 +389,7 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
 @click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
 @click.pass_obj
 def web(app: App, host: str | None, port: int | None) -> None:
-    """Serve the web endpoints of tracked links (/c/ /f/ /u/ /v/ /healthz) with uvicorn."""
+    """Serve the web endpoints (tracked links /c/ /d/ /f/ /u/ /v/, preferences /p/, /healthz) with uvicorn."""
     from .web import serve
 
     try:

@@ -6,20 +6,45 @@ neither forged nor altered without the key, and earlier keys stay valid after a 
 | action | names | URL |
 |---|---|---|
 | ``c`` | a digest item | ``/c/{token}``: click, redirect to the paper |
-| ``f`` | a digest item | ``/f/{token}?v=up|down``: more / less like this |
+| ``d`` | a digest item | ``/d/{token}``: click on the PDF link, redirect to the paper's PDF |
+| ``f`` | a digest item | ``/f/{token}?v=up|down``: more / less like this (``POST``: undo) |
 | ``u`` | a digest | ``/u/{token}``: unsubscribe |
 | ``v`` | a digest | ``/v/{token}``: the digest in the browser |
+| ``p`` | a subscriber | ``/p/{token}``: the preferences page |
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Protocol
+from urllib.parse import quote_plus, urlsplit
 
 from itsdangerous import BadSignature, Signer
 
-ACTIONS = {"c": "click", "f": "feedback", "u": "unsubscribe", "v": "view"}
+ACTIONS = {"c": "click", "d": "pdf", "f": "feedback", "u": "unsubscribe", "v": "view", "p": "preferences"}
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Where a paper with no link of its own is looked up by its title (a Hugging Face trending paper
+#: that matches no known arXiv paper).
+PAPER_SEARCH = "https://huggingface.co/papers?q="
+
+
+class _Linked(Protocol):
+    title: str
+    url: str | None
+    pdf_url: str | None
+
+
+def _web(url: str | None) -> str | None:
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def paper_link(paper: _Linked) -> str:
+    """Where a click on a paper leads: its own http(s) page, else its PDF, else a Hugging Face
+    papers search for its title. Built from what is stored, never from a request."""
+    return _web(paper.url) or _web(paper.pdf_url) or PAPER_SEARCH + quote_plus(paper.title)
 
 
 def _base36(number: int) -> str:
@@ -96,3 +121,9 @@ class LinkMaker:
 
     def view(self, digest_id: int) -> str:
         return self.url("v", digest_id)
+
+    def pdf(self, item_id: int) -> str:
+        return self.url("d", item_id)
+
+    def preferences(self, subscriber_id: int) -> str:
+        return self.url("p", subscriber_id)

@@ -1,5 +1,6 @@
 """Mail that lands: DKIM signatures dkimpy verifies (DNS, the internet part, stood in for by
-dkimpy's `dnsfunc` hook)."""
+dkimpy's `dnsfunc` hook), and a sample email SpamAssassin (offline, `-L`) scores at most 0, with no
+rule about low contrast or hidden text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from pathlib import Path
 import dkim
 import pytest
 
+from digest.config import load_config
+from digest.delivery import OutboxTransport
+from digest.ingest import ingest_source
 from digest.mail import DkimError, DkimKey
+from digest.profiles import sync_profiles
+from digest.render import Renderer
+from digest.send import DigestSender
 from digest.settings import Settings, SettingsError
 
 from .conftest import Workdir
@@ -30,9 +37,12 @@ def make_key(folder: Path) -> tuple[Path, str]:
 
 
 def send_sample(workdir: Workdir, **env: str) -> list[bytes]:
-    workdir.cli("ingest", "config/sample-feed.jsonl", check=True, **env)
-    workdir.cli("profiles", "sync", check=True, **env)
-    workdir.cli("send", check=True, **env)
+    """Today's digests of the sample feed and the example profiles, as they are on the wire."""
+    settings = workdir.settings(**env)
+    db = workdir.db()
+    ingest_source(db, "config/sample-feed.jsonl")
+    sync_profiles(db, settings.profiles_dir)
+    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox)).run()
     return [p.read_bytes() for p in workdir.outbox()]
 
 
@@ -74,3 +84,33 @@ def test_unsigned_without_the_settings_and_clear_errors_for_half_settings(workdi
         DkimKey.load(tmp_path / "missing.pem", "s", "example.net")
     result = workdir.cli("send", DIGEST_DKIM_KEY=str(bad), DIGEST_DKIM_SELECTOR="s", DIGEST_DKIM_DOMAIN="example.net")
     assert result.returncode == 2 and "DIGEST_DKIM_KEY" in result.stderr
+
+
+# --- SpamAssassin ------------------------------------------------------------------------------------------
+
+#: Rules about text a reader cannot see (low contrast, hidden or tiny text): none may hit.
+HIDDEN_TEXT = re.compile(r"HTML_FONT_LOW_CONTRAST|LOW_CONTRAST|HIDDEN|INVISIBLE|TINY_FONT|FONT_SIZE|HTML_SHORT_LINK_IMG|OBFU", re.I)
+
+
+def spamassassin(data: bytes, folder: Path) -> tuple[float, list[str], str]:
+    """SpamAssassin's score, the rules hit and its report, run offline (`-L`) on its shipped rules."""
+    binary = shutil.which("spamassassin")
+    if not binary:
+        pytest.skip("spamassassin is not installed here (CI installs Debian's package)")
+    prefs = folder / "user_prefs"
+    prefs.write_text("")
+    result = subprocess.run([binary, "-L", "-t", "-p", str(prefs)], input=data, capture_output=True, timeout=300,
+                            env={"HOME": str(folder), "PATH": "/usr/bin:/bin"})
+    report = result.stdout.decode("utf-8", "replace")
+    score = re.search(r"Content analysis details:\s+\((-?[\d.]+) points", report)
+    assert score, report[-3000:] + result.stderr.decode(errors="replace")[-2000:]
+    rules = re.findall(r"^\s*-?\d+\.\d+\s+([A-Z0-9_]+)\s", report.split("Content analysis details:")[1], re.M)
+    return float(score.group(1)), rules, report
+
+
+def test_the_sample_email_scores_at_most_zero_in_spamassassin(workdir: Workdir, tmp_path: Path) -> None:
+    data = next(m for m in send_sample(workdir) if b"ada@example.org" in m)
+    score, rules, report = spamassassin(data, tmp_path)
+    assert score <= 0, report[-2500:]
+    assert not [r for r in rules if HIDDEN_TEXT.search(r)], rules
+    print("SpamAssassin:", score, rules)
