@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench serve lint setup clean
+.PHONY: run test bench serve lint screenshots setup clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ serve: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check digest tests
+
+# The README's pictures of a digest of real data (../shared/data/arxiv-daily), taken in headless chromium.
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

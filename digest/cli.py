@@ -150,21 +150,24 @@ def write_private(path: Path, text: str) -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1)
+@click.option("--date", "date_text", metavar="YYYY-MM-DD",
+              help="The announcement date of a JSONL listing whose lines carry no `published` (default: a date in its file name, as in 2026-04-10.jsonl).")
 @click.pass_obj
-def ingest(app: App, sources: tuple[str, ...]) -> None:
+def ingest(app: App, sources: tuple[str, ...], date_text: str | None) -> None:
     """Ingest papers from the given paths, or from the sources of config/digest.yaml.
 
-    The format (JSONL, Hugging Face trending page, ...) is found from the content. A malformed
-    entry is skipped with a warning; a source that cannot be read changes nothing.
+    The format (JSONL, Hugging Face trending page, ...) is found from the content; text of no
+    known format (Markdown, a README) is refused. A malformed entry is skipped with a warning; a
+    source that cannot be read changes nothing.
     """
-    results = run_ingest(app, sources)
+    results = run_ingest(app, sources, parse_date(date_text))
     print_ingest(results)
     sys.exit(OK if all(r.ok for r in results) else FAILED)
 
 
-def run_ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
+def run_ingest(app: App, sources: tuple[str, ...], listed: dt.date | None = None) -> list[IngestResult]:
     if sources:
-        specs = [SourceSpec(s) for s in sources]
+        specs = [SourceSpec(s, listed=listed) for s in sources]
     else:
         specs = [SourceSpec(s.url, s.name, s.max_papers) for s in app.config.sources if s.enabled]
         if not specs:
@@ -335,7 +338,7 @@ def print_send(report: SendReport) -> None:
     elif all(o.status == "already" for o in report.outcomes):
         console.print("Nothing new to send: every digest for today was sent already.")
     else:
-        counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "deferred", "unknown", "dry-run")}
+        counts = {s: report.count(s) for s in ("sent", "empty", "already", "paused", "failed", "deferred", "unknown", "dry-run")}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
@@ -421,14 +424,25 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
 @click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
 @click.pass_obj
 def web(app: App, host: str | None, port: int | None) -> None:
-    """Serve the web endpoints of tracked links (/c/ /f/ /u/ /v/ /healthz) with uvicorn."""
+    """Serve the web endpoints (tracked links /c/ /d/ /f/ /u/ /v/, preferences /p/, /healthz) with uvicorn."""
     from .web import serve
 
     try:
         app.settings.require_secret_key()
     except SettingsError as exc:
         fail(str(exc), BAD_INPUT)
+    say_listening(app.settings, host, port, "the web endpoints")
     serve(app.settings, host, port)
+
+
+def say_listening(settings: Settings, host: str | None, port: int | None, what: str) -> None:
+    """Where a long-running command listens and how to stop it, printed before it starts."""
+    from .web import listen_address
+
+    host, port = listen_address(settings, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"Serving {what} on http://{shown}:{port} (links in emails point to {settings.base_url}).", highlight=False)
+    console.print("Press Ctrl+C (or send SIGTERM) to stop.", highlight=False)
 
 
 @main.command()
@@ -546,6 +560,7 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     except SettingsError as exc:
         fail(str(exc), BAD_INPUT)
     _ = app.config  # a broken config/digest.yaml stops here, with its file and line
+    say_listening(app.settings, host, port, "the scheduler and the web endpoints")
     run_service(app.settings, host, port)
 
 

@@ -1,9 +1,11 @@
 """Feedback: what subscribers do with their digests, recorded, and read back as training evidence.
 
-Events are clicks, thumbs up and down, unsubscribes and views of a digest in the browser. Every
-request is stored with its time; a repeat of the same kind on the same item is flagged (decided
-atomically with the insert, however many requests arrive at once), so that training counts it once. An unsubscribe is final: the subscriber is switched off and no later
-profile sync switches them on again.
+Events are clicks, thumbs up and down (and their undo), unsubscribes, resubscribes and views of a
+digest in the browser. Every request is stored with its time; a repeat of the same kind on the
+same item is flagged (decided atomically with the insert, however many requests arrive at once),
+so that training counts it once, and an undo takes the item's thumbs out of training altogether.
+An unsubscribe is final against profile syncs: the subscriber is switched off and no later sync
+switches them on again; only the subscriber can, by resubscribing.
 """
 
 from __future__ import annotations
@@ -52,13 +54,20 @@ def load_digest(db: Database, digest_id: int) -> tuple[Digest, Subscriber] | Non
     return (row[0], row[1]) if row else None
 
 
-def _record(session: Session, kind: FeedbackKind, subscriber_id: int, digest_id: int, item_id: int | None, paper_id: int | None, now: dt.datetime) -> FeedbackEvent:
-    """Store an event, flagged `repeat` when one of its kind on the same item (or digest) exists.
+def _record(session: Session, kind: FeedbackKind, subscriber_id: int, digest_id: int | None, item_id: int | None, paper_id: int | None, now: dt.datetime) -> FeedbackEvent:
+    """Store an event, flagged `repeat` when one of its kind on the same item (or digest, or for a
+    subscriber's own event such as a resubscribe, the subscriber) exists.
 
     The check and the insert are one atomic step: the caller's transaction holds SQLite's write
     lock from its start (`transaction(immediate=True)`), and on PostgreSQL the item's (or the
-    digest's) row is locked first, so two requests at once never both count as the first."""
-    parent = select(DigestItem.id).where(DigestItem.id == item_id) if item_id is not None else select(Digest.id).where(Digest.id == digest_id)
+    digest's, or the subscriber's) row is locked first, so two requests at once never both count
+    as the first."""
+    if item_id is not None:
+        parent = select(DigestItem.id).where(DigestItem.id == item_id)
+    elif digest_id is not None:
+        parent = select(Digest.id).where(Digest.id == digest_id)
+    else:
+        parent = select(Subscriber.id).where(Subscriber.id == subscriber_id)
     session.exec(parent.with_for_update()).first()
     query = select(FeedbackEvent.id).where(FeedbackEvent.kind == kind.value, FeedbackEvent.subscriber_id == subscriber_id)
     query = query.where(FeedbackEvent.digest_item_id == item_id) if item_id is not None else query.where(FeedbackEvent.digest_id == digest_id)
@@ -84,20 +93,52 @@ def record_view(db: Database, digest: Digest, now: dt.datetime | None = None) ->
         return _record(session, FeedbackKind.VIEW, digest.subscriber_id, digest.id, None, None, now or utcnow())
 
 
+def undo_thumb(db: Database, context: ItemContext, now: dt.datetime | None = None) -> FeedbackEvent:
+    """Take back the thumbs up or down given to one item: training counts neither (`gather_evidence`)."""
+    return record_item_event(db, context, FeedbackKind.UNDO, now)
+
+
 def unsubscribe(db: Database, digest: Digest, now: dt.datetime | None = None) -> bool:
     """End the subscription of the digest's subscriber; False when it had ended already."""
+    return unsubscribe_subscriber(db, digest.subscriber_id, digest.id, now)
+
+
+def unsubscribe_subscriber(db: Database, subscriber_id: int, digest_id: int | None = None, now: dt.datetime | None = None) -> bool:
+    """End a subscription (from a digest's link, or the preferences page); False when it had ended already."""
     now = now or utcnow()
     with db.transaction(immediate=True) as session:
-        subscriber = session.get(Subscriber, digest.subscriber_id, with_for_update=True)
+        subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
         if subscriber.unsubscribed_at is not None:
             return False
         subscriber.unsubscribed_at = now
         subscriber.active = False
         subscriber.updated_at = now
         session.add(subscriber)
-        _record(session, FeedbackKind.UNSUBSCRIBE, subscriber.id, digest.id, None, None, now)
+        _record(session, FeedbackKind.UNSUBSCRIBE, subscriber.id, digest_id, None, None, now)
     log.info("%s unsubscribed", subscriber.email)
     return True
+
+
+def resubscribe(db: Database, subscriber_id: int, active: bool = True, now: dt.datetime | None = None) -> bool:
+    """The subscriber's own undo of their unsubscribe (from the preferences page); `active` is what
+    their profile says. False when they were subscribed."""
+    now = now or utcnow()
+    with db.transaction(immediate=True) as session:
+        subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+        if subscriber.unsubscribed_at is None:
+            return False
+        subscriber.unsubscribed_at = None
+        subscriber.active = active and subscriber.disabled_reason is None
+        subscriber.updated_at = now
+        session.add(subscriber)
+        _record(session, FeedbackKind.RESUBSCRIBE, subscriber.id, None, None, None, now)
+    log.info("%s resubscribed", subscriber.email)
+    return True
+
+
+def load_subscriber(db: Database, subscriber_id: int) -> Subscriber | None:
+    with db.session() as session:
+        return session.get(Subscriber, subscriber_id)
 
 
 # --- training evidence ---------------------------------------------------------------------------
@@ -131,6 +172,9 @@ def gather_evidence(db: Database, subscriber_ids: Iterable[int] | None = None) -
         else:
             events = [e for part in chunks(wanted) for e in session.exec(query.where(col(FeedbackEvent.subscriber_id).in_(part)))]
         events.sort(key=lambda e: (e.created_at, e.id))
+        last = {e.subscriber_id: e.created_at for e in events}  # an undo is news for the model too
+        undone = _undone(events)
+        events = [e for e in events if e.id not in undone]
         engaged = sorted({e.digest_id for e in events})
         shown_rows = [
             row
@@ -141,15 +185,14 @@ def gather_evidence(db: Database, subscriber_ids: Iterable[int] | None = None) -
                 .where(col(Digest.id).in_(part), Digest.status == DigestStatus.SENT.value)
             )
         ]
-    verdict: dict[int, dict[int, str]] = defaultdict(dict)
-    last: dict[int, dt.datetime] = {}
+    # Everyone with events gets evidence, if only that all of it was undone.
+    verdict: dict[int, dict[int, str]] = {subscriber_id: {} for subscriber_id in last}
     for event in events:
         papers = verdict[event.subscriber_id]
         if event.kind == FeedbackKind.DOWN.value or (event.kind == FeedbackKind.UP.value):
             papers[event.paper_id] = event.kind  # the latest thumb wins
         elif event.kind == FeedbackKind.CLICK.value and papers.get(event.paper_id) != FeedbackKind.DOWN.value:
             papers.setdefault(event.paper_id, event.kind)
-        last[event.subscriber_id] = event.created_at
     evidence: dict[int, Evidence] = {}
     for subscriber_id, papers in verdict.items():
         evidence[subscriber_id] = Evidence(
@@ -161,3 +204,19 @@ def gather_evidence(db: Database, subscriber_ids: Iterable[int] | None = None) -
         if paper_id not in verdict[subscriber_id]:
             evidence[subscriber_id].shown.append(paper_id)
     return evidence
+
+
+def _undone(events: list[FeedbackEvent]) -> set[int]:
+    """The ids of undo events and of the thumbs each takes back: every thumb on the same item
+    since the item's previous undo (a reloaded confirmation page records the thumb twice)."""
+    thumbs = (FeedbackKind.UP.value, FeedbackKind.DOWN.value)
+    pending: dict[tuple[int, int | None], list[int]] = defaultdict(list)
+    undone: set[int] = set()
+    for event in events:
+        key = (event.subscriber_id, event.digest_item_id)
+        if event.kind in thumbs:
+            pending[key].append(event.id)
+        elif event.kind == FeedbackKind.UNDO.value:
+            undone.add(event.id)
+            undone.update(pending.pop(key, []))
+    return undone

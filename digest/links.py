@@ -22,9 +22,11 @@ apart by their old links; only new links carry the installation.)
 | action | names | URL |
 |---|---|---|
 | ``c`` | a digest item | ``/c/{token}``: click, redirect to the paper |
-| ``f`` | a digest item | ``/f/{token}?v=up|down``: more / less like this |
+| ``d`` | a digest item | ``/d/{token}``: click on the PDF link, redirect to the paper's PDF |
+| ``f`` | a digest item | ``/f/{token}?v=up|down``: more / less like this (``POST``: undo) |
 | ``u`` | a digest | ``/u/{token}``: unsubscribe |
 | ``v`` | a digest | ``/v/{token}``: the digest in the browser |
+| ``p`` | a subscriber | ``/p/{token}``: the preferences page |
 
 A key must be strong (`key_bits`): with a weak one, one emailed token is enough to recover the
 key and forge any link.
@@ -39,11 +41,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Protocol
+from urllib.parse import quote_plus, urlsplit
 
 from itsdangerous import BadSignature, Signer
 
-ACTIONS = {"c": "click", "f": "feedback", "u": "unsubscribe", "v": "view"}
+ACTIONS = {"c": "click", "d": "pdf", "f": "feedback", "u": "unsubscribe", "v": "view", "p": "preferences"}
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 #: The largest id a token may name: the range of an INTEGER key on PostgreSQL (and well within
 #: SQLite's), so a validly signed token with a huge id is "not found", never a database error.
@@ -51,6 +54,9 @@ MAX_ID = 2**31 - 1
 _OWNER = re.compile(r"[0-9a-f]{8,32}")
 #: The entropy a signing key must have (`key_bits`): 32 bytes.
 MIN_KEY_BITS = 256
+#: Where a paper with no link of its own is looked up by its title (a Hugging Face trending paper
+#: that matches no known arXiv paper).
+PAPER_SEARCH = "https://huggingface.co/papers?q="
 
 
 def _base36(number: int) -> str:
@@ -226,6 +232,12 @@ class LinkMaker:
     def view(self, digest_id: int, owner: str) -> str:
         return self.url("v", digest_id, owner)
 
+    def pdf(self, item_id: int, owner: str) -> str:
+        return self.url("d", item_id, owner)
+
+    def preferences(self, subscriber_id: int, owner: str) -> str:
+        return self.url("p", subscriber_id, owner)
+
 
 def safe_url(url: str | None) -> str | None:
     """`url` when it is an absolute http(s) URL, the only kind a link to a paper may lead to
@@ -237,3 +249,16 @@ def safe_url(url: str | None) -> str | None:
 
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f]")
+
+
+class _Linked(Protocol):
+    title: str
+    url: str | None
+    pdf_url: str | None
+
+
+def paper_link(paper: _Linked) -> str:
+    """Where a click on a paper leads: its own http(s) page, else its PDF, else a Hugging Face
+    papers search for its title. Built from what is stored, never from a request; each URL
+    passes the one `safe_url` rule."""
+    return safe_url(paper.url) or safe_url(paper.pdf_url) or PAPER_SEARCH + quote_plus(paper.title)

@@ -86,7 +86,10 @@ class Subscriber(SQLModel, table=True):
     authors: list[str] = _json_list()
     categories: list[str] = _json_list()
     active: bool = True
-    #: Set by the unsubscribe link; final: no profile sync brings the subscriber back.
+    #: No digest before this local date (the profile's `paused_until`).
+    paused_until: dt.date | None = None
+    #: Set by the unsubscribe link; final: no profile sync brings the subscriber back (only the
+    #: subscriber, resubscribing on their preferences page).
     unsubscribed_at: dt.datetime | None = _utc(default=None)
     #: Digests refused for good in a row; at `send.BOUNCE_LIMIT` the address is switched off.
     bounces: int = 0
@@ -156,6 +159,9 @@ class FeedbackKind(enum.StrEnum):
     DOWN = "down"
     UNSUBSCRIBE = "unsubscribe"
     VIEW = "view"
+    #: Takes back the thumbs on an item ("undo" on the confirmation page): training ignores both.
+    UNDO = "undo"
+    RESUBSCRIBE = "resubscribe"
 
 
 class FeedbackEvent(SQLModel, table=True):

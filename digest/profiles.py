@@ -81,6 +81,8 @@ class Profile(BaseModel):
     authors: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
     categories: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
     active: bool = True
+    #: No digest before this local date ("pause for N days" on the preferences page writes it).
+    paused_until: dt.date | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +160,11 @@ def _zones() -> frozenset[str]:
     return _zone_names
 
 
+def zone_names() -> list[str]:
+    """Every IANA zone name a profile accepts, sorted (for the preferences page's list)."""
+    return sorted(_zones())
+
+
 @dataclass
 class ProfileSet:
     """The valid profiles of a folder and the problems of the invalid files."""
@@ -222,31 +229,7 @@ def sync_profiles(db: Database, folder: str | Path) -> SyncReport:
     with db.transaction() as session:
         existing = {s.email: s for s in session.exec(select(Subscriber)).all()}
         for path, profile in loaded.profiles.items():
-            values = _columns(profile, path)
-            subscriber = existing.pop(profile.email, None)
-            if subscriber is None:
-                session.add(Subscriber(**values, created_at=now, updated_at=now))
-                report.added.append(profile.email)
-                continue
-            if subscriber.unsubscribed_at is not None:
-                values["active"] = False
-                report.kept_unsubscribed.append(profile.email)
-            elif subscriber.disabled_reason is not None:
-                # Switched off by the service (the address bounced): an edit of the profile is an
-                # operator saying it is fixed; an unchanged profile keeps it off.
-                if any(getattr(subscriber, k) != v for k, v in values.items() if k != "active"):
-                    subscriber.disabled_reason, subscriber.bounces = None, 0
-                else:
-                    values["active"] = False
-            changed = {k: v for k, v in values.items() if getattr(subscriber, k) != v}
-            if changed:
-                for key, value in changed.items():
-                    setattr(subscriber, key, value)
-                subscriber.updated_at = now
-                session.add(subscriber)
-                report.updated.append(profile.email)
-            else:
-                report.unchanged.append(profile.email)
+            _sync(session, existing.pop(profile.email, None), profile, path, now, report)
         for subscriber in existing.values():
             if subscriber.active and subscriber.profile_file not in broken_files:
                 subscriber.active = False
@@ -254,6 +237,48 @@ def sync_profiles(db: Database, folder: str | Path) -> SyncReport:
                 session.add(subscriber)
                 report.deactivated.append(subscriber.email)
     return report
+
+
+def sync_profile(db: Database, path: str | Path) -> SyncReport:
+    """Load one profile file into the database: what the preferences page does after writing it."""
+    report = SyncReport()
+    try:
+        profile, _ = load_model(path, Profile)
+    except FileError as exc:
+        report.errors.append(exc)
+        return report
+    with db.transaction() as session:
+        subscriber = session.exec(select(Subscriber).where(Subscriber.email == profile.email)).first()
+        _sync(session, subscriber, profile, str(path), utcnow(), report)
+    return report
+
+
+def _sync(session, subscriber: Subscriber | None, profile: Profile, path: str, now: dt.datetime, report: SyncReport) -> None:
+    """Bring one subscriber's row in line with their valid profile."""
+    values = _columns(profile, path)
+    if subscriber is None:
+        session.add(Subscriber(**values, created_at=now, updated_at=now))
+        report.added.append(profile.email)
+        return
+    if subscriber.unsubscribed_at is not None:
+        values["active"] = False
+        report.kept_unsubscribed.append(profile.email)
+    elif subscriber.disabled_reason is not None:
+        # Switched off by the service (the address bounced): an edit of the profile is an
+        # operator saying it is fixed; an unchanged profile keeps it off.
+        if any(getattr(subscriber, k) != v for k, v in values.items() if k != "active"):
+            subscriber.disabled_reason, subscriber.bounces = None, 0
+        else:
+            values["active"] = False
+    changed = {k: v for k, v in values.items() if getattr(subscriber, k) != v}
+    if changed:
+        for key, value in changed.items():
+            setattr(subscriber, key, value)
+        subscriber.updated_at = now
+        session.add(subscriber)
+        report.updated.append(profile.email)
+    else:
+        report.unchanged.append(profile.email)
 
 
 def _columns(profile: Profile, path: str) -> dict:
@@ -268,5 +293,6 @@ def _columns(profile: Profile, path: str) -> dict:
         "authors": profile.authors,
         "categories": profile.categories,
         "active": profile.active,
+        "paused_until": profile.paused_until,
         "profile_file": path,
     }

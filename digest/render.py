@@ -30,22 +30,24 @@ from premailer import Premailer
 
 log = logging.getLogger(__name__)
 
-SNIPPET_CHARS = 320
-
-
 @dataclass
 class ItemView:
-    """One paper as the templates show it."""
+    """One paper as the templates show it.
+
+    `byline` (authors · announcement date · source), `arxiv_id`, `categories` and `tldr` are the
+    paper's own and the same in every digest it is in (`send._paper_fields` makes them once per
+    paper); the URLs are the item's tracked links."""
 
     rank: int
     title: str
     click_url: str
     more_url: str
     less_url: str
-    authors: str = ""
-    date: str = ""
-    source: str = ""
-    snippet: str = ""
+    pdf_url: str = ""
+    byline: str = ""
+    arxiv_id: str = ""
+    categories: tuple[str, ...] = ()
+    tldr: str = ""
     reason: str = ""
 
 
@@ -60,6 +62,7 @@ class DigestView:
     items: list[ItemView]
     view_url: str
     unsubscribe_url: str
+    preferences_url: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -72,10 +75,6 @@ class DigestView:
         top = shorten(self.items[0].title, 70) if self.items else ""
         noun = "paper" if count == 1 else "papers"
         return f"{count} new {noun} for {self.local_date.day} {self.local_date:%b}: {top}"
-
-    @property
-    def preheader(self) -> str:
-        return " · ".join(shorten(i.title, 60) for i in self.items[:3])
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,11 @@ def shorten(text: str, limit: int) -> str:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:.-")
     return cut + "…"
+
+
+def byline(*parts: str) -> str:
+    """The non-empty parts joined by middle dots: "Ann Lee, Bo Chen · 10 Apr 2026 · arXiv"."""
+    return " · ".join(p for p in parts if p)
 
 
 def author_line(authors: list[str], limit: int = 3) -> str:
@@ -149,7 +153,6 @@ class Renderer:
     def context(self, view: DigestView) -> dict:
         return {
             "subject": view.subject,
-            "preheader": view.preheader,
             "date_label": view.date_label,
             "subscriber_name": view.subscriber_name,
             "subscriber_email": view.subscriber_email,
@@ -157,6 +160,7 @@ class Renderer:
             "items": view.items,
             "view_url": view.view_url,
             "unsubscribe_url": view.unsubscribe_url,
+            "preferences_url": view.preferences_url,
             **view.extra,
         }
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import numpy as np
 from sqlalchemy import bindparam, func, insert, update
@@ -27,21 +28,46 @@ from sqlmodel import col, select
 from .config import AppConfig
 from .db import Database, chunks
 from .delivery import Delivered, DeliveryError, Transport
-from .links import LinkMaker, LinkSigner, safe_url
-from .mail import Outgoing, compose, message_id
+from .links import LinkMaker, LinkSigner, paper_link, safe_url
+from .mail import DkimKey, Outgoing, compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
-from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
-from .schedule import is_due, local_date
+from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, byline
+from .schedule import is_due, local_date, local_instant
 from .settings import Settings
+from .tldr import tldr
 from .training import community_clicks, history_papers, load_histories
 
 log = logging.getLogger(__name__)
 
+#: What a reader is told a paper came from, by the format it was ingested in (`Paper.source`).
+#: Others read "arXiv" for an arXiv paper, else the host of the paper's page.
 SOURCE_LABELS = {
     "hf-trending": "Hugging Face trending",
-    "jsonl": "JSONL feed",
+    "hf-daily": "Hugging Face daily papers",
+    "arxiv-api": "arXiv",
+    "arxiv-oai": "arXiv",
 }
+
+
+def source_label(paper: Paper) -> str:
+    label = SOURCE_LABELS.get(paper.source)
+    if label:
+        return label
+    if paper.arxiv_id:
+        return "arXiv"
+    host = urlsplit(paper.url or "").hostname or ""
+    return host.removeprefix("www.")
+
+
+def date_label(when: dt.datetime | None) -> str:
+    """"10 Apr 2026"; nothing for a paper whose announcement is not known (never the day it was ingested)."""
+    return f"{when.day} {when:%b %Y}" if when else ""
+
+
+def is_paused(subscriber: Subscriber, day: dt.date) -> bool:
+    """Whether `subscriber` asked for no digest on local date `day` (`paused_until` is the first day back)."""
+    return subscriber.paused_until is not None and day < subscriber.paused_until
 
 
 @dataclass
@@ -50,7 +76,7 @@ class Outcome:
 
     email: str
     local_date: dt.date
-    status: str  # sent | empty | already | failed | deferred | unknown | dry-run
+    status: str  # sent | empty | already | failed | deferred | unknown | dry-run | paused
     items: int = 0
     top: str = ""
     detail: str = ""
@@ -103,14 +129,36 @@ def local_today(subscriber: Subscriber, now: dt.datetime) -> dt.date:
     return local_date(now, subscriber.timezone)
 
 
+def end_of_day(day: dt.date, zone: str) -> dt.datetime:
+    """The UTC instant local date `day` ends in `zone`."""
+    return local_instant(day + dt.timedelta(days=1), "00:00", zone)
+
+
+def announced(paper: Paper) -> dt.datetime:
+    """When a paper became available: its announcement where known, else when it was first seen."""
+    return paper.published or paper.first_seen
+
+
 @dataclass
 class Plan:
-    """A subscriber's digest to make for one local date, and what is already known of it."""
+    """A subscriber's digest to make for one local date, and what is already known of it.
+
+    No paper announced after the end of that date (`cutoff`, in the subscriber's zone) is a
+    candidate. A digest of a past date (`past`: a backfill, a missed day) takes its candidates by
+    announcement, in (`window_start`, `cutoff`], since when the service first saw a paper says
+    nothing about that day; today's takes the papers first seen since `window_start`."""
 
     subscriber: Subscriber
     local_date: dt.date
     existing: Digest | None
     window_start: dt.datetime
+    cutoff: dt.datetime = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    past: bool = False
+
+    @property
+    def window_end(self) -> dt.datetime | None:
+        """Where the window of the next digest begins: the cutoff of a past date, else the run's time."""
+        return self.cutoff if self.past else None
 
 
 class Selector:
@@ -131,7 +179,7 @@ class Selector:
     def plan(self, subscribers: Sequence[Subscriber], date: dt.date | None = None) -> list[Plan]:
         """Each subscriber's local date, existing digest and candidate window, then the corpus loaded."""
         dates = {s.id: date or local_today(s, self.now) for s in subscribers}
-        lookback = self.now - dt.timedelta(days=self.config.ranking.lookback_days)
+        lookback = dt.timedelta(days=self.config.ranking.lookback_days)
         existing: dict[tuple[int, dt.date], Digest] = {}
         last_end: dict[tuple[int, dt.date], dt.datetime] = {}
         with self.db.session() as session:
@@ -151,39 +199,58 @@ class Selector:
                 )
                 for subscriber_id, window_end in rows:
                     last_end[(subscriber_id, day)] = window_end
-        plans = [
-            Plan(s, dates[s.id], existing.get((s.id, dates[s.id])), last_end.get((s.id, dates[s.id]), lookback))
-            for s in subscribers
-        ]
+        plans = []
+        for s in subscribers:
+            day = dates[s.id]
+            cutoff = end_of_day(day, s.timezone)
+            past = day < local_today(s, self.now)
+            start = last_end.get((s.id, day)) or (cutoff if past else self.now) - lookback
+            plans.append(Plan(s, day, existing.get((s.id, day)), start, cutoff, past))
         todo = [p for p in plans if p.existing is None]
         if todo:
-            self._load(min(p.window_start for p in todo), [p.subscriber for p in todo])
+            self._load(todo)
         return plans
 
-    def _load(self, since: dt.datetime, subscribers: Sequence[Subscriber]) -> None:
+    def _load(self, plans: Sequence[Plan]) -> None:
         """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
-        the candidates (papers first seen since `since`) once for everyone."""
-        fit_since = min(since, self.now - dt.timedelta(days=self.config.ranking.fit_days))
-        history_ids = history_papers(self.db, [s.id for s in subscribers])
+        the candidates of every plan (papers first seen since its window began, or for a past
+        date announced in its window) once for everyone."""
+        live = [p.window_start for p in plans if not p.past]
+        since = min(live) if live else None
+        backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
+        fit_since = min(since or self.now, self.now - dt.timedelta(days=self.config.ranking.fit_days))
+        history_ids = history_papers(self.db, [p.subscriber.id for p in plans])
         with self.db.session() as session:
             corpus = list(session.exec(
                 select(Paper).where(col(Paper.first_seen) >= fit_since, col(Paper.first_seen) <= self.now).order_by(Paper.id)
             ).all())
             known = {p.id for p in corpus}
+            if backfill is not None:
+                low, high = backfill
+                dated = (col(Paper.published) > low) & (col(Paper.published) <= high)
+                undated = col(Paper.published).is_(None) & (col(Paper.first_seen) > low) & (col(Paper.first_seen) <= high)
+                older = session.exec(select(Paper).where(dated | undated, col(Paper.first_seen) < fit_since).order_by(Paper.id)).all()
+                corpus += [p for p in older if p.id not in known]
+                known.update(p.id for p in older)
             wanted = history_ids - known
             corpus += [p for part in chunks(sorted(wanted)) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
+            fresh = [
+                i for i, p in enumerate(corpus)
+                if p.first_seen <= self.now and ((since is not None and p.first_seen >= since) or (backfill is not None and backfill[0] < announced(p) <= backfill[1]))
+            ]
+            oldest = min((corpus[i].first_seen for i in fresh), default=self.now)
             sent = session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
                 .join(Digest, col(Digest.id) == DigestItem.digest_id)
                 .join(Paper, col(Paper.id) == DigestItem.paper_id)
-                .where(col(Paper.first_seen) >= since, Digest.status != DigestStatus.FAILED.value)
+                .where(col(Paper.first_seen) >= oldest, Digest.status != DigestStatus.FAILED.value)
             ).all()
         for subscriber_id, paper_id in sent:
             self._sent.setdefault(subscriber_id, set()).add(paper_id)
-        fresh = [i for i, p in enumerate(corpus) if since <= p.first_seen <= self.now]
         self.papers = [corpus[i] for i in fresh]
         if not self.papers:
             return
+        subscribers = [p.subscriber for p in plans]
         phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
         self.model = TextModel()
         counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
@@ -196,17 +263,22 @@ class Selector:
         community = Community(community_clicks(self.db), self.config.ranking.neighbours)
         self.ranker = Ranker(self.model, self.config.ranking, examples, community)
         self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
+        self._announced = np.array([announced(p).timestamp() for p in self.papers])
         self._ids = np.array([p.id for p in self.papers])
 
     def select(self, plans: Sequence[Plan]) -> list[Selection]:
         """The chosen papers of each plan: ranked for all subscribers together."""
         if self.model is None or not plans:
-            return [Selection(p.subscriber, p.local_date, p.window_start, self.now, [], [], 0) for p in plans]
+            return [Selection(p.subscriber, p.local_date, p.window_start, p.window_end or self.now, [], [], 0) for p in plans]
         readers, allowed = [], []
         histories = load_histories(self.db, [plan.subscriber.id for plan in plans])
         for plan in plans:
             subscriber = plan.subscriber
-            mask = self._first_seen >= plan.window_start.timestamp()
+            start, cutoff = plan.window_start.timestamp(), plan.cutoff.timestamp()
+            if plan.past:
+                mask = (self._announced > start) & (self._announced <= cutoff)
+            else:
+                mask = (self._first_seen >= start) & (self._announced <= cutoff)
             sent = self._sent.get(subscriber.id)
             if sent:
                 mask &= ~np.isin(self._ids, list(sent))
@@ -214,7 +286,7 @@ class Selector:
             readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), histories.get(subscriber.id, History()), subscriber.max_items))
         ranked = self.ranker.rank(readers, self.candidates, allowed)
         return [
-            Selection(plan.subscriber, plan.local_date, plan.window_start, self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
+            Selection(plan.subscriber, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
             for plan, chosen, mask in zip(plans, ranked, allowed)
         ]
 
@@ -278,6 +350,7 @@ class DigestSender:
         self.transport = transport
         self.clock = clock
         self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=db.installation().id))
+        self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
         #: Why delivery stopped in this run: a fault of the server or the outbox (see `_failed`).
         self._halted: str | None = None
 
@@ -311,6 +384,9 @@ class DigestSender:
         if options.due_only and date is None:
             subscribers = [s for s in subscribers if is_due(s.send_at, s.timezone, now)]
         report = SendReport()
+        for subscriber in [s for s in subscribers if is_paused(s, date or local_today(s, now))]:
+            report.outcomes.append(Outcome(subscriber.email, date or local_today(subscriber, now), "paused", detail=f"paused until {subscriber.paused_until}"))
+        subscribers = [s for s in subscribers if not is_paused(s, date or local_today(s, now))]
         if not subscribers:
             return report
         selector = Selector(self.db, self.config, now)
@@ -331,7 +407,7 @@ class DigestSender:
                 raise
             self._halted = str(exc)
         report.halted = self._halted
-        report.left = len(plans) - len(report.outcomes)
+        report.left = _left(plans, report)
         if report.halted:  # the caller says so (the CLI as an error, the service in its log)
             log.info("delivery stopped: %s; %d digests left for the next run", report.halted, report.left)
         return report
@@ -355,7 +431,7 @@ class DigestSender:
                                 on_progress(outcome)
                 if stopped:
                     report.stopped = True
-                    log.info("stopping: %d digests left for the next run", len(plans) - len(report.outcomes))
+                    log.info("stopping: %d digests left for the next run", _left(plans, report))
                     break
                 waiting = prepared
 
@@ -371,7 +447,7 @@ class DigestSender:
             return
         self.db.engine.dispose()  # no database connection crosses the fork
         _WORKER_STATE = (self, selector.papers)
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_warm_worker)
         self._workers = pool
         try:
             yield
@@ -739,7 +815,13 @@ class DigestSender:
             msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
             unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
             date=now,
+            dkim_key=self.dkim,
         )
+
+
+def _left(plans: Sequence[Plan], report: SendReport) -> int:
+    """The digests of `plans` that have no outcome yet (a paused subscriber has an outcome but no plan)."""
+    return len(plans) - (len(report.outcomes) - report.count("paused"))
 
 
 @dataclass(frozen=True)
@@ -815,6 +897,13 @@ class _Job:
         self.finished = True
 
 
+def _warm_worker() -> None:
+    """A new worker works out what every candidate paper shows (its TL;DR above all, some 0.4 ms a
+    paper) while the parent ranks the first batch, instead of on its first messages."""
+    for paper in _WORKER_STATE[1]:
+        _paper_fields(paper)
+
+
 def _message_in_worker(task: tuple) -> Outgoing | Unmade:
     """A message made in a worker process from a task of `DigestSender._messages` (or why not)."""
     sender, papers = _WORKER_STATE
@@ -884,27 +973,29 @@ def load_items(db: Database, digest_id: int) -> tuple[list[DigestItem], list[Pap
     return [item for item, _ in rows], [paper for _, paper in rows]
 
 
-def item_view(paper: Paper, rank: int, reason: str, click_url: str, more_url: str, less_url: str) -> ItemView:
-    return ItemView(rank=rank, click_url=click_url, more_url=more_url, less_url=less_url, reason=reason, **_paper_fields(paper))
+def item_view(paper: Paper, rank: int, reason: str, click_url: str, more_url: str, less_url: str, pdf_url: str = "") -> ItemView:
+    return ItemView(rank=rank, click_url=click_url, more_url=more_url, less_url=less_url, pdf_url=pdf_url, reason=reason, **_paper_fields(paper))
 
 
-_paper_field_cache: dict[tuple, dict[str, str]] = {}
+_paper_field_cache: dict[tuple, dict] = {}
+#: Category chips shown per item (the primary category first).
+MAX_CHIPS = 4
 
 
-def _paper_fields(paper: Paper) -> dict[str, str]:
-    """What an item shows of its paper, worked out once per paper for all the digests it is in."""
-    key = (paper.id, paper.version, paper.title, paper.abstract)
+def _paper_fields(paper: Paper) -> dict:
+    """What an item shows of its paper (byline, arXiv id, chips, TL;DR), worked out once per paper
+    for all the digests it is in."""
+    key = (paper.id, paper.version, paper.title, paper.abstract, paper.published, paper.source)
     fields = _paper_field_cache.get(key)
     if fields is None:
         if len(_paper_field_cache) > 50_000:
             _paper_field_cache.clear()
-        when = paper.published or paper.first_seen
         fields = _paper_field_cache[key] = {
             "title": paper.title,
-            "authors": author_line(paper.authors),
-            "date": f"{when.day} {when:%b %Y}",
-            "source": SOURCE_LABELS.get(paper.source, paper.source),
-            "snippet": shorten(paper.abstract, 320),
+            "byline": byline(author_line(paper.authors), date_label(paper.published), source_label(paper)),
+            "arxiv_id": paper.arxiv_id or "",
+            "categories": tuple(paper.categories[:MAX_CHIPS]),
+            "tldr": tldr(paper.abstract),
         }
     return fields
 
@@ -916,11 +1007,15 @@ def digest_view(links: LinkMaker, digest: Digest, subscriber: Subscriber, items:
         local_date=digest.local_date,
         interests=[i["phrase"] for i in subscriber.interests],
         items=[
-            item_view(paper, item.rank, item.reason, links.click(item.id, subscriber.link_id), links.more(item.id, subscriber.link_id), links.less(item.id, subscriber.link_id))
+            item_view(
+                paper, item.rank, item.reason, links.click(item.id, subscriber.link_id), links.more(item.id, subscriber.link_id),
+                links.less(item.id, subscriber.link_id), links.pdf(item.id, subscriber.link_id) if safe_url(paper.pdf_url) else "",
+            )
             for item, paper in zip(items, papers)
         ],
         view_url=links.view(digest.id, subscriber.link_id),
         unsubscribe_url=links.unsubscribe(digest.id, subscriber.link_id),
+        preferences_url=links.preferences(digest.subscriber_id, subscriber.link_id),
     )
 
 
@@ -938,6 +1033,9 @@ def preview_digest(sender: DigestSender, subscriber: Subscriber, date: dt.date |
     """Render `subscriber`'s digest for `date`; nothing is stored and links go straight to the papers
     unless the digest exists already (then it is shown as it was sent, tracked links included)."""
     selector = Selector(sender.db, sender.config, sender.clock())
+    day = date or local_today(subscriber, selector.now)
+    if is_paused(subscriber, day):
+        return Preview(day, None, None, f"digests are paused until {subscriber.paused_until}")
     plan = selector.plan([subscriber], date)[0]
     if plan.existing is not None:
         if plan.existing.status == DigestStatus.EMPTY.value:
@@ -954,10 +1052,11 @@ def preview_digest(sender: DigestSender, subscriber: Subscriber, date: dt.date |
         local_date=plan.local_date,
         interests=[i["phrase"] for i in subscriber.interests],
         items=[
-            item_view(paper, rank, ranked.reason, safe_url(paper.url) or safe_url(paper.pdf_url) or "#", "#preview", "#preview")
+            item_view(paper, rank, ranked.reason, paper_link(paper), "#preview", "#preview", safe_url(paper.pdf_url) or "")
             for rank, (ranked, paper) in enumerate(zip(selection.ranked, selection.papers), start=1)
         ],
         view_url="#preview",
         unsubscribe_url="#preview",
+        preferences_url="#preview",
     )
     return Preview(plan.local_date, view, sender.renderer.render(view))

@@ -58,6 +58,11 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     #: Earlier keys still accepted for tracked links, so that rotating the key keeps old mail working.
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: DKIM signing (all three or none): the private key file (PEM), the selector and the domain
+    #: whose DNS publishes the public key at `<selector>._domainkey.<domain>`.
+    dkim_key: Path | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> "Settings":
@@ -98,6 +103,10 @@ class Settings:
         if _has_control(get("DIGEST_FROM", cls.sender)):  # it goes into the From: header of every message
             raise SettingsError(f"DIGEST_FROM must be one line of text, not {get('DIGEST_FROM')!r}")
         old_keys = tuple(k.strip() for k in (get("DIGEST_OLD_SECRET_KEYS", "") or "").split(",") if k.strip())
+        dkim = {name: get(name) for name in ("DIGEST_DKIM_KEY", "DIGEST_DKIM_SELECTOR", "DIGEST_DKIM_DOMAIN")}
+        if any(dkim.values()) and not all(dkim.values()):
+            missing = ", ".join(name for name, value in dkim.items() if not value)
+            raise SettingsError(f"DKIM signing needs DIGEST_DKIM_KEY, DIGEST_DKIM_SELECTOR and DIGEST_DKIM_DOMAIN; {missing} not set")
         return cls(
             database_url=get("DIGEST_DATABASE_URL", cls.database_url),
             config_path=Path(get("DIGEST_CONFIG", str(cls.config_path))),
@@ -119,6 +128,9 @@ class Settings:
             base_url=base_url,
             secret_key=get("DIGEST_SECRET_KEY"),
             old_secret_keys=old_keys,
+            dkim_key=Path(dkim["DIGEST_DKIM_KEY"]) if dkim["DIGEST_DKIM_KEY"] else None,
+            dkim_selector=dkim["DIGEST_DKIM_SELECTOR"],
+            dkim_domain=dkim["DIGEST_DKIM_DOMAIN"],
         )
 
     def require_secret_key(self) -> str:

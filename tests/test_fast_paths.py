@@ -108,13 +108,15 @@ def tricky_view(n: int, items: int, url: str = "https://digest.example.org/c/c{n
     entries = [
         ItemView(
             rank=i + 1, title=TRICKY[(n + i) % len(TRICKY)], click_url=url.format(n=i), more_url=f"https://digest.example.org/f/f{i}.sig?v=up",
-            less_url=f"https://digest.example.org/f/f{i}.sig?v=down", authors="Émile Zola, A. B. & C et al.", date="20 Nov 2026",
-            source="arXiv", snippet=TRICKY[(n + i + 1) % len(TRICKY)] * 3, reason="matches x & y" if i % 2 else "",
+            less_url=f"https://digest.example.org/f/f{i}.sig?v=down", pdf_url=f"https://digest.example.org/d/d{i}.sig" if i % 3 else "",
+            byline=f"Émile Zola, A. B. & C et al. · 20 Nov 2026 · {TRICKY[(n + i + 2) % len(TRICKY)]}",
+            arxiv_id="2611.00001" if i % 2 else "", categories=tuple(TRICKY[(n + i + k) % len(TRICKY)][:12] for k in range(i % 3)),
+            tldr=TRICKY[(n + i + 1) % len(TRICKY)] * 3, reason="matches x & y" if i % 2 else "",
         )
         for i in range(items)
     ]
     return DigestView("ada@example.org", name, dt.date(2026, 11, 22), ["graphs <b>", "x & y"], entries,
-                      "https://digest.example.org/v/v1.sig", "https://digest.example.org/u/u1.sig")
+                      "https://digest.example.org/v/v1.sig", "https://digest.example.org/u/u1.sig", "https://digest.example.org/p/p1.sig")
 
 
 def test_the_inlined_template_gives_the_html_of_premailer_on_each_message() -> None:
@@ -124,7 +126,7 @@ def test_the_inlined_template_gives_the_html_of_premailer_on_each_message() -> N
     for view in views:
         assert fast.render(view) == slow.render(view)
     # Only the messages with a carriage return or an odd URL fell back to premailer.
-    odd = [v for v in views if any("\r" in i.title + i.snippet or " " in i.click_url for i in v.items)]
+    odd = [v for v in views if any("\r" in i.title + i.tldr + i.byline + "".join(i.categories) or " " in i.click_url for i in v.items)]
     assert 0 < fast.slow_renders == len(odd) < len(views)
 
 
@@ -133,7 +135,7 @@ def test_a_changed_template_is_inlined_again(tmp_path: Path) -> None:
     renderer = Renderer(tmp_path / "templates")
     before = renderer.render(tricky_view(1, 1)).html
     page = tmp_path / "templates" / "email" / "digest.html"
-    page.write_text(page.read_text().replace(".rank { margin: 0;", ".rank { margin: 0; border-left: 3px solid #123456;"), encoding="utf-8")
+    page.write_text(page.read_text().replace(".brand { margin: 0;", ".brand { margin: 0; border-left: 3px solid #123456;"), encoding="utf-8")
     after = renderer.render(tricky_view(1, 1)).html
     assert "#123456" not in before and "#123456" in after
     assert after == Renderer(tmp_path / "templates", inline="message").render(tricky_view(1, 1)).html

@@ -23,10 +23,11 @@ def view(items: int = 3) -> DigestView:
             click_url=f"http://127.0.0.1:8000/c/c{n}.sig",
             more_url=f"http://127.0.0.1:8000/f/f{n}.sig?v=up",
             less_url=f"http://127.0.0.1:8000/f/f{n}.sig?v=down",
-            authors="Ann Lee, Bo Chen et al.",
-            date="20 Nov 2026",
-            source="arXiv",
-            snippet=("We route tokens to experts with a recurrent router. " * 6) + LONG_WORD,
+            pdf_url=f"http://127.0.0.1:8000/d/d{n}.sig",
+            byline="Ann Lee, Bo Chen et al. · 20 Nov 2026 · arXiv",
+            arxiv_id=f"2611.0000{n}",
+            categories=("cs.CL", "cs.LG") if n > 1 else ("cs.CL",),
+            tldr="We route tokens to experts with a recurrent router, which halves the cost of routing " + LONG_WORD,
             reason="matches mixture of experts",
         )
         for n in range(1, items + 1)
@@ -35,6 +36,7 @@ def view(items: int = 3) -> DigestView:
         subscriber_email="ada@example.org", subscriber_name="Ada", local_date=dt.date(2026, 11, 22),
         interests=["mixture of experts", "routing"], items=entries,
         view_url="http://127.0.0.1:8000/v/v1.sig", unsubscribe_url="http://127.0.0.1:8000/u/u1.sig",
+        preferences_url="http://127.0.0.1:8000/p/p1.sig",
     )
 
 
@@ -86,7 +88,7 @@ def test_the_email_fits_a_phone_and_is_at_most_600_px_on_a_desktop() -> None:
       scroll: doc.documentElement.scrollWidth,
       client: doc.documentElement.clientWidth,
       container: doc.querySelector("table.container").getBoundingClientRect().width,
-      fontSize: parseFloat(getComputedStyle(doc.querySelector("p.snippet")).fontSize),
+      fontSize: parseFloat(getComputedStyle(doc.querySelector("p.tldr")).fontSize),
       titleRight: doc.querySelector("a.title-link").getBoundingClientRect().right
     }"""
     phone = measure(page, 360, script)

@@ -27,9 +27,9 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
     db = Database(f"sqlite:///{path}")
     with db.engine.connect() as connection:
         columns = {row[1] for row in connection.execute(text("PRAGMA table_info(subscriber)"))}
-        row = connection.execute(text("SELECT email, bounces, disabled_reason, link_id FROM subscriber")).one()
-    assert {"bounces", "disabled_reason", "link_id"} <= columns
-    assert tuple(row)[:3] == ("old@example.org", 0, None)
+        row = connection.execute(text("SELECT email, bounces, disabled_reason, paused_until, link_id FROM subscriber")).one()
+    assert {"bounces", "disabled_reason", "paused_until", "link_id"} <= columns
+    assert tuple(row)[:4] == ("old@example.org", 0, None, None)
     assert len(row.link_id) == 16  # filled in for the row that had none
     installation = db.installation()
     Database(f"sqlite:///{path}")  # a second start changes nothing and does not fail

@@ -15,7 +15,7 @@ import threading
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 import numpy
@@ -103,7 +103,7 @@ def links(workdir: Workdir, email: str = "ada@example.org") -> dict[str, list[st
     path = next(p for p in workdir.outbox() if email.replace("@", "_") in p.name)
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     hrefs = lxml_html.fromstring(message.get_body(("html",)).get_content()).xpath("//a/@href")
-    return {kind: [h for h in hrefs if f"/{kind}/" in h] for kind in "cfuv"}
+    return {kind: [h for h in hrefs if f"/{kind}/" in h] for kind in "cdfuvp"}
 
 
 def events(workdir: Workdir) -> list[FeedbackEvent]:
@@ -171,13 +171,14 @@ def test_open_redirects_fail(web: Web, workdir: Workdir) -> None:
         assert response.status_code in (302, 404)
         if response.status_code == 302:
             assert urlsplit(location).netloc == "example.org"
-    # A stored URL that is not http(s) is never followed.
+    # A stored URL that is not http(s) is never followed: the paper is looked up by its title instead.
     with workdir.db().transaction() as session:
         item_paper = session.get(Paper, events(workdir)[0].paper_id)
         item_paper.url, item_paper.pdf_url = "javascript:alert(1)", None
         session.add(item_paper)
     response = web.client.get(click)
-    assert response.status_code == 200 and "javascript:" not in response.text
+    assert response.status_code == 302 and "javascript" not in response.headers["location"]
+    assert response.headers["location"] == "https://huggingface.co/papers?q=" + quote_plus(item_paper.title)
     assert safe_url("https://arxiv.org/abs/1") and not safe_url("//evil.example") and not safe_url("data:text/html,x")
 
 

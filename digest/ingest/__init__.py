@@ -36,6 +36,8 @@ class SourceSpec:
     location: str
     name: str | None = None
     max_papers: int = 2000
+    #: The announcement date of a listing whose entries carry none (default: a date in the file name).
+    listed: dt.date | None = None
 
 
 @dataclass
@@ -66,18 +68,18 @@ def _read_all(spec: SourceSpec, fetcher: Fetcher | None, state: SourceState | No
     if not is_url(spec.location):
         if "://" in spec.location:
             raise SourceError("only http(s) URLs and paths can be ingested")
-        return read(read_path(spec.location), spec.location), None
+        return read(read_path(spec.location), spec.location, spec.listed), None
     assert fetcher is not None
     first = fetcher.get(spec.location, state.etag if state else None, state.last_modified if state else None)
     new_state = SourceState(url=spec.location, etag=first.etag, last_modified=first.last_modified, checked_at=utcnow())
     if first.not_modified:
         return None, new_state
-    result = read(first.content, spec.location)
+    result = read(first.content, spec.location, spec.listed)
     page = result
     pages = 1
     while page.next_query and pages < MAX_PAGES and len(result.records) < spec.max_papers:
         url = with_query(spec.location, page.next_query, replace=page.replace_query)
-        page = read(fetcher.get(url).content, url)
+        page = read(fetcher.get(url).content, url, spec.listed)
         pages += 1
         result.records.extend(page.records)
         result.skipped.extend(page.skipped)
@@ -115,7 +117,9 @@ def ingest_source(
                 result.format = read_result.format
                 result.skipped = len(read_result.skipped)
                 result.notes = read_result.notes
-                stats = store_records(session, read_result.records, spec.name or read_result.format, first_seen)
+                # A paper's source is the format it came in (what its label in the email says:
+                # "arXiv", "Hugging Face trending"); the source's own name is in its `IngestRun`.
+                stats = store_records(session, read_result.records, read_result.format, first_seen)
                 result.new, result.updated, result.unchanged = stats.new, stats.updated, stats.unchanged
                 result.skipped += stats.ignored
                 if stats.ignored:

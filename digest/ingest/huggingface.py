@@ -67,7 +67,12 @@ _HEADER = (
 )
 _DAY = re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{1,2}$")
 #: A line this long is an abstract, never a title.
-_TITLE_MAX = 400
+TITLE_MAX = 400
+
+
+def is_header_line(line: str) -> bool:
+    """A line of the page's header (or the header glued to the first title)."""
+    return line in _HEADER or bool(_DAY.match(line)) or any(line.startswith(h) for h in _HEADER[:4])
 
 
 def read_trending(text_: str) -> ReadResult:
@@ -88,12 +93,12 @@ def read_trending(text_: str) -> ReadResult:
     while index < len(lines):
         title = lines[index]
         where = f"paragraph {index + 1}"
-        if len(title) > _TITLE_MAX:
+        if len(title) > TITLE_MAX:
             result.skip(where, "an abstract without a title")
             index += 1
             continue
         abstract = lines[index + 1] if index + 1 < len(lines) else ""
-        if len(abstract) <= _TITLE_MAX and index + 2 < len(lines) and len(lines[index + 2]) > _TITLE_MAX:
+        if len(abstract) <= TITLE_MAX and index + 2 < len(lines) and len(lines[index + 2]) > TITLE_MAX:
             # The next line starts another entry: this title came without an abstract.
             abstract = ""
             index += 1

@@ -1,8 +1,12 @@
 """JSONL: one paper a line, with keys `id`, `title`, `abstract` or `summary`, `authors`,
-`categories`, `published`, `url` or `abs` (and optionally `pdf`, `updated`, `upvotes`)."""
+`categories`, `published`, `url` or `abs` (and optionally `pdf`, `updated`, `upvotes`).
+
+A line without `published` is dated by the listing it came in (`listed`: the day's file of a
+daily listing), where that is known, and is left undated otherwise."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -14,8 +18,9 @@ from .records import PaperRecord, parse_arxiv_id, parse_datetime
 log = logging.getLogger(__name__)
 
 
-def read_jsonl(text: str) -> ReadResult:
+def read_jsonl(text: str, listed: dt.date | None = None) -> ReadResult:
     result = ReadResult("jsonl")
+    announced = dt.datetime(listed.year, listed.month, listed.day, tzinfo=dt.timezone.utc) if listed else None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -28,11 +33,11 @@ def read_jsonl(text: str) -> ReadResult:
         if not isinstance(item, dict):
             result.skip(where, "not a JSON object")
             continue
-        result.add(where, _record, item, where)
+        result.add(where, _record, item, where, announced)
     return result
 
 
-def _record(item: dict[str, Any], where: str) -> PaperRecord:
+def _record(item: dict[str, Any], where: str, announced: dt.datetime | None = None) -> PaperRecord:
     title = item.get("title")
     if not isinstance(title, str):
         raise ValueError("no title")
@@ -48,7 +53,7 @@ def _record(item: dict[str, Any], where: str) -> PaperRecord:
         version=parsed[1] if parsed else None,
         authors=names(item.get("authors")),
         categories=words(item.get("categories")),
-        published=optional_date(item.get("published"), where),
+        published=optional_date(item.get("published"), where) or announced,
         updated=optional_date(item.get("updated"), where),
         url=url,
         pdf_url=text(item.get("pdf")),

@@ -9,18 +9,24 @@
 | `hf-trending` | the Hugging Face trending-papers page as text | `huggingface.read_trending` |
 | `jsonl` | one paper a line | `jsonl.read_jsonl` |
 
+Text that is none of these (Markdown, a README, an error message) is refused as a whole: read as
+a trending page, its lines would become "papers".
+
 A reader skips a malformed entry with a warning (counted in `ReadResult.skipped`) and raises
 `SourceError` only when the source as a whole cannot be read, so that nothing of it is stored.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -83,7 +89,7 @@ def detect_format(data: bytes) -> str:
         return _xml_format(data)
     if head[:1] in (b"[", b"{"):
         return _json_format(data)
-    return "hf-trending"
+    return _text_format(data)
 
 
 def _xml_format(data: bytes) -> str:
@@ -138,8 +144,56 @@ def _json_format(data: bytes) -> str:
     raise SourceError("JSON of the wrong shape: neither a list of papers nor one paper a line")
 
 
-def read(data: bytes, location: str = "<source>") -> ReadResult:
-    """Detect the format of `data` and read every paper in it."""
+#: Lines that mark Markdown (a heading, a table row, a code fence, front matter) where a trending
+#: page has only titles and abstracts.
+_MARKDOWN = re.compile(r"^(?:#{1,6}\s|\|.*\|$|```|~~~|---$)")
+KNOWN_FORMATS = (
+    "arXiv API, RSS, Atom or OAI-PMH XML, Hugging Face daily-papers JSON, JSONL (one paper a line), "
+    "or a Hugging Face trending-papers page saved as text"
+)
+
+
+def _text_format(data: bytes) -> str:
+    """`hf-trending` when the text is title / abstract paragraphs (abstracts are long lines); any
+    other text is refused, so a Markdown file or a README is never read as papers."""
+    from .huggingface import TITLE_MAX, is_header_line
+
+    text = decode(data)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for number, line in enumerate(lines[:200], start=1):
+        if _MARKDOWN.match(line):
+            raise SourceError(f"not a known format: this looks like Markdown (line {number}: {line[:60]!r}); ingest reads {KNOWN_FORMATS}")
+    body = [line for line in lines if not is_header_line(line)]
+    abstracts = sum(1 for line in body if len(line) > TITLE_MAX)
+    if not abstracts or 3 * abstracts < len(body):
+        raise SourceError(
+            f"not a trending-papers page (no title and abstract paragraphs), nor any known format "
+            f"(first line: {lines[0][:60]!r}); ingest reads {KNOWN_FORMATS}"
+        )
+    return "hf-trending"
+
+
+_FILE_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
+
+
+def date_in_name(location: str) -> dt.date | None:
+    """The YYYY-MM-DD in the file name of `location` (a path or URL), as in `2026-04-10.jsonl`."""
+    name = PurePosixPath(urlsplit(location).path if "://" in location else location.replace("\\", "/")).name
+    match = _FILE_DATE.search(name)
+    if not match:
+        return None
+    try:
+        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def read(data: bytes, location: str = "<source>", listed: dt.date | None = None) -> ReadResult:
+    """Detect the format of `data` and read every paper in it.
+
+    `listed` is the announcement date of a listing whose entries carry none (a JSONL file of one
+    day's papers); by default the date in the file name, as in `2026-04-10.jsonl`. It is never
+    the day of the ingest: no date is better than a wrong one."""
     from . import arxiv, huggingface, jsonl
 
     readers: dict[str, Callable[[bytes], ReadResult]] = {
@@ -149,7 +203,7 @@ def read(data: bytes, location: str = "<source>") -> ReadResult:
         "arxiv-oai": arxiv.read_oai_pmh,
         "hf-daily": huggingface.read_daily_papers,
         "hf-trending": lambda d: huggingface.read_trending(decode(d)),
-        "jsonl": lambda d: jsonl.read_jsonl(decode(d)),
+        "jsonl": lambda d: jsonl.read_jsonl(decode(d), listed or date_in_name(location)),
     }
     fmt = detect_format(data)
     result = readers[fmt](data)

@@ -115,6 +115,9 @@ def _fields(record: PaperRecord) -> dict:
 def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
     """Bring `paper` up to date with `record`; True when anything changed."""
     older = record.version is not None and paper.version is not None and record.version < paper.version
+    # A title-only entry (a trending page) matched to an arXiv paper adds what it knows but does
+    # not rewrite the paper's own text.
+    older = older or bool(paper.arxiv_id and not record.arxiv_id)
     changes: dict = {}
     if record.arxiv_id and not paper.arxiv_id:
         changes["arxiv_id"] = record.arxiv_id
@@ -131,8 +134,8 @@ def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
             changes["version"] = record.version
         if record.updated and (paper.updated is None or record.updated > paper.updated):
             changes["updated"] = record.updated
-    if record.published and paper.published is None:
-        changes["published"] = record.published
+    if record.published and (paper.published is None or record.published < paper.published):
+        changes["published"] = record.published  # the first announcement, whichever listing was read first
     for name in ("url", "pdf_url"):
         if getattr(record, name) and not getattr(paper, name):
             changes[name] = getattr(record, name)
