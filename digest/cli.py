@@ -23,6 +23,7 @@ from rich.table import Table
 from .config import AppConfig, load_config
 from .db import Database
 from .delivery import make_transport
+from .files import replace_file
 from .ingest import IngestResult, SourceSpec, ingest_sources
 from .profiles import load_profiles, sync_profiles
 from .render import Renderer
@@ -122,27 +123,10 @@ def init(env_file: str) -> None:
     lines = [line for line in text.splitlines() if not line.strip().startswith("DIGEST_SECRET_KEY=")]
     lines.append(f"DIGEST_SECRET_KEY={secrets.token_urlsafe(32)}")
     try:
-        write_private(path, "\n".join(lines) + "\n")
+        replace_file(path, "\n".join(lines) + "\n", 0o600)  # readable by its owner alone, from the start
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc}", FAILED)
     console.print(f"Wrote a new DIGEST_SECRET_KEY to {path}.")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` by a file holding `text` that only its owner can read, at every moment:
-    it is made 0600 by `open` itself (never wider, then narrowed), written, synced and renamed
-    over `path`, so a failure half-way leaves the old file (or none) and no readable copy."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # --- ingest --------------------------------------------------------------------------------------

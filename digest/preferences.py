@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import os
 import re
-import tempfile
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from .files import replace_file
 from .profiles import Profile
 from .yamlfile import FileError, parse_model
 
@@ -240,18 +240,7 @@ class ProfileFile:
         if self.path.read_text(encoding="utf-8") != self.original:
             raise Conflict(str(self.path))
         if text != self.original:
-            mode = self.path.stat().st_mode & 0o777
-            handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as out:
-                    out.write(text)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.chmod(temporary, mode)
-                os.replace(temporary, self.path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            replace_file(self.path, text, stat.S_IMODE(self.path.stat().st_mode))
         return profile
 
     # --- editing, keeping what the operator wrote ---

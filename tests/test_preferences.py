@@ -55,6 +55,7 @@ def form_of(profile_file: ProfileFile, **changes: str) -> dict[str, str]:
 def test_an_edit_changes_only_what_changed_and_keeps_comments_order_and_quotes(tmp_path: Path) -> None:
     path = tmp_path / "ada.yaml"
     path.write_text(COMMENTED)
+    path.chmod(0o640)  # as the operator left it
     profile_file = ProfileFile(path)
     current = profile_file.profile()
     form = form_of(profile_file, **{"max_items": "12", "interest-1-weight": "3", "interest-4-phrase": "state space models", "interest-4-weight": "1.5",
@@ -62,6 +63,7 @@ def test_an_edit_changes_only_what_changed_and_keeps_comments_order_and_quotes(t
     profile_file.apply(parse_form(form), current)
     saved = profile_file.save()
     text = path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o640 and [p.name for p in tmp_path.iterdir()] == ["ada.yaml"]  # its mode kept, no copy left
     assert saved.max_items == 12 and [i.phrase for i in saved.interests] == ["speculative decoding", "KV cache", "retrieval-augmented generation", "state space models"]
     assert saved.interests[1].weight == 3 and saved.avoid == ["image generation", "survey"]
     before, after = COMMENTED.splitlines(), text.splitlines()
