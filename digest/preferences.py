@@ -29,7 +29,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from .files import replace_file
-from .profiles import Profile
+from .profiles import Profile, check_size
 from .yamlfile import FileError, parse_model
 
 #: The order of DESIGN.md § Subscriber profile: a key the page adds goes after its predecessor.
@@ -183,6 +183,7 @@ class ProfileFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        check_size(self.path)  # an oversized file is the operator's to fix, not parsed on a request
         self.original = self.path.read_text(encoding="utf-8")
         self.version = hashlib.sha256(self.original.encode()).hexdigest()[:16]
         _, indent, offset = load_yaml_guess_indent(self.original)

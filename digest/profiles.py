@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
+import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 from sqlmodel import select
 
@@ -187,10 +188,7 @@ def load_profiles(folder: str | Path) -> ProfileSet:
     owner: dict[str, str] = {}
     for path in profile_files(folder):
         try:
-            size = path.stat().st_size
-            if size > MAX_PROFILE_BYTES:
-                raise FileError(str(path), 1, None, f"the file is {size / 1024:,.0f} KB; a profile may be at most {MAX_PROFILE_BYTES // 1024} KB")
-            profile, node = load_model(path, Profile)
+            profile, node = read_profile(path)
         except FileError as exc:
             # Returned, not logged: the caller reports it (the CLI prints it, the service logs it).
             result.errors.append(exc)
@@ -203,6 +201,20 @@ def load_profiles(folder: str | Path) -> ProfileSet:
         owner[profile.email] = str(path)
         result.profiles[str(path)] = profile
     return result
+
+
+def check_size(path: str | Path) -> None:
+    """Refuse a file over `MAX_PROFILE_BYTES` before it is read (a FileError, as validate reports
+    it): parsing an oversized profile costs seconds and hundreds of megabytes."""
+    size = Path(path).stat().st_size
+    if size > MAX_PROFILE_BYTES:
+        raise FileError(str(path), 1, None, f"the file is {size / 1024:,.0f} KB; a profile may be at most {MAX_PROFILE_BYTES // 1024} KB")
+
+
+def read_profile(path: str | Path) -> tuple[Profile, yaml.Node]:
+    """One profile file, validated; every reader of profile files goes through here or `check_size`."""
+    check_size(path)
+    return load_model(path, Profile)
 
 
 @dataclass
@@ -243,7 +255,7 @@ def sync_profile(db: Database, path: str | Path) -> SyncReport:
     """Load one profile file into the database: what the preferences page does after writing it."""
     report = SyncReport()
     try:
-        profile, _ = load_model(path, Profile)
+        profile, _ = read_profile(path)
     except FileError as exc:
         report.errors.append(exc)
         return report

@@ -22,7 +22,7 @@ from digest.ingest import ingest_source
 from digest.links import LinkMaker, LinkSigner
 from digest.models import FeedbackEvent, Subscriber, SubscriberModel
 from digest.preferences import Conflict, FormTokens, ProfileFile, parse_form, same_origin
-from digest.profiles import load_profiles, sync_profiles
+from digest.profiles import load_profiles, sync_profile, sync_profiles
 from digest.render import Renderer
 from digest.send import DigestSender, preview_digest
 from digest.training import retrain
@@ -351,6 +351,21 @@ def test_the_preferences_page_needs_its_profile_file(web_only: Web, workdir: Wor
     shutil.move(workdir.path / "config" / "subscribers" / "sam.yaml", workdir.path / "sam.yaml")
     page = web_only.client.get(link)
     assert page.status_code == 200 and "not found on the server" in page.text and 'id="preferences"' not in page.text
+
+
+def test_an_oversized_profile_file_is_refused_by_the_page_as_by_validate(web_only: Web, workdir: Workdir) -> None:
+    link = page_link(workdir, web_only)
+    opened = web_only.client.get(link).text  # the page, open while the operator grows the file
+    form = {"action": "save", "max_items": "2", "csrf": re.search(r'name="csrf" value="([^"]+)"', opened).group(1),
+            "version": re.search(r'name="version" value="([^"]+)"', opened).group(1)}
+    file = workdir.path / "config" / "subscribers" / "ada.yaml"
+    file.write_text(ADA + "".join(f"# a note the operator kept, number {n}\n" for n in range(10_000)))  # valid YAML, over 256 KB
+    before = file.read_text()
+    page = web_only.client.get(link)
+    assert page.status_code == 200 and "a profile may be at most 256 KB" in page.text and 'id="preferences"' not in page.text
+    saved = web_only.client.post(link, data=form, headers={"Origin": web_only.base})
+    assert saved.status_code == 409 and "a profile may be at most 256 KB" in saved.text and file.read_text() == before
+    assert "a profile may be at most 256 KB" in sync_profile(workdir.db(), file).errors[0].message
 
 
 def test_the_form_is_read_as_a_person_types_it() -> None:
