@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 
 TRANSPORTS = ("outbox", "smtp")
 SMTP_SECURITY = ("none", "starttls", "ssl")
+#: A DKIM selector or signing domain: dot-separated DNS labels (RFC 6376 § 3.1, `sub-domain`).
+_DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 class SettingsError(ValueError):
@@ -107,6 +110,9 @@ class Settings:
         if any(dkim.values()) and not all(dkim.values()):
             missing = ", ".join(name for name, value in dkim.items() if not value)
             raise SettingsError(f"DKIM signing needs DIGEST_DKIM_KEY, DIGEST_DKIM_SELECTOR and DIGEST_DKIM_DOMAIN; {missing} not set")
+        for name in ("DIGEST_DKIM_SELECTOR", "DIGEST_DKIM_DOMAIN"):  # both go into every message's DKIM-Signature header
+            if dkim[name] and not _DNS_NAME.fullmatch(dkim[name]):
+                raise SettingsError(f"{name} must be a DNS name such as mail2026 or example.org, not {dkim[name]!r}")
         return cls(
             database_url=get("DIGEST_DATABASE_URL", cls.database_url),
             config_path=Path(get("DIGEST_CONFIG", str(cls.config_path))),

@@ -75,6 +75,10 @@ def test_unsigned_without_the_settings_and_clear_errors_for_half_settings(workdi
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"DIGEST_DKIM_KEY": "k.pem", "DIGEST_DKIM_DOMAIN": "example.net"}, dotenv_path=None)
     assert "DIGEST_DKIM_SELECTOR not set" in str(caught.value)
+    for name, value in (("DIGEST_DKIM_SELECTOR", "s\r\nBcc: all@example.net"), ("DIGEST_DKIM_SELECTOR", "s; d=evil.example"), ("DIGEST_DKIM_DOMAIN", "example.net\x00")):
+        values = {"DIGEST_DKIM_KEY": "k.pem", "DIGEST_DKIM_SELECTOR": "s", "DIGEST_DKIM_DOMAIN": "example.net", name: value}
+        with pytest.raises(SettingsError, match=f"{name} must be a DNS name"):  # it would be written into every message's header
+            Settings.from_env(values, dotenv_path=None)
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     with pytest.raises(DkimError) as caught:
