@@ -10,16 +10,24 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from digest.config import load_config
 from digest.db import Database
+from digest.delivery import OutboxTransport
+from digest.ingest import ingest_source
+from digest.profiles import sync_profiles
+from digest.render import Renderer
+from digest.send import DigestSender
 from digest.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,3 +351,64 @@ def silent_server() -> SilentServer:
         for connection in held:
             connection.close()
         listener.close()
+
+
+# --- the web endpoints ---------------------------------------------------------------------------
+
+
+class Web:
+    """`digest web` running in the work folder, and an HTTP client for it."""
+
+    def __init__(self, workdir: Workdir) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        workdir.env["DIGEST_BASE_URL"] = self.base
+        self.process: subprocess.Popen | None = None
+        self.client = httpx.Client(follow_redirects=False, timeout=10)
+
+    def start(self) -> "Web":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "digest", "web"], cwd=self.workdir.path, env={**os.environ, **self.workdir.env},
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get(self.base + "/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"digest web did not start: {self.process.stdout.read().decode()}")
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+#: The day of the digests whose links the tests follow (the clock is pinned to it).
+NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+
+
+def send_today(workdir: Workdir, now: dt.datetime = NOW) -> None:
+    """Ingest the sample feed, sync the example profiles and send, in this process (it is quicker)."""
+    settings = workdir.settings()
+    db = workdir.db()
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
+    sync_profiles(db, settings.profiles_dir)
+    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), lambda: now).run()
+
+
+@pytest.fixture
+def web(workdir: Workdir):
+    """`digest web` after today's digests of the sample feed were sent."""
+    server = Web(workdir)
+    send_today(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -16,8 +16,7 @@ from sqlmodel import select
 
 from digest.models import FeedbackEvent, SubscriberModel
 
-from .conftest import SMTPSink, Workdir
-from .test_web import Web
+from .conftest import SMTPSink, Web, Workdir
 
 PROFILE = """email: {name}@example.org
 timezone: UTC

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ from digest.training import retrain
 from digest.yamlfile import FileError
 
 from .browser import Browser
-from .conftest import ROOT, TEST_KEY, Workdir
-from .test_web import Web, links, send_today
+from .conftest import ROOT, TEST_KEY, Web, Workdir
+from .test_web import links
 
 ADA = (ROOT / "config" / "subscribers" / "ada.yaml").read_text()
 # Ada's profile as an operator may have written it: comments everywhere.
@@ -124,12 +125,13 @@ def test_a_file_changed_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_form_tokens_are_bound_to_their_link_and_expire() -> None:
-    tokens = FormTokens("secret")
+    another, newer = secrets.token_urlsafe(32), secrets.token_urlsafe(32)  # keys as strong as `digest init` writes
+    tokens = FormTokens(TEST_KEY)
     token = tokens.make("p1.abc")
     assert tokens.check(token, "p1.abc")
     assert not tokens.check(token, "p2.abc") and not tokens.check(None, "p1.abc") and not tokens.check(token[:-2], "p1.abc")
-    assert not FormTokens("another secret").check(token, "p1.abc")
-    assert FormTokens("new secret", ["secret"]).check(token, "p1.abc")  # a rotated key keeps open pages working
+    assert not FormTokens(another).check(token, "p1.abc")
+    assert FormTokens(newer, [TEST_KEY]).check(token, "p1.abc")  # a rotated key keeps open pages working
     time.sleep(1.1)
     assert not tokens.check(token, "p1.abc", max_age=0)
     base = "https://digest.example.org"
@@ -141,18 +143,6 @@ def test_form_tokens_are_bound_to_their_link_and_expire() -> None:
 
 
 # --- the page, served ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def web(workdir: Workdir):
-    """`digest web` after today's digests were sent (as in test_web)."""
-    server = Web(workdir)
-    send_today(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

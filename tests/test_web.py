@@ -9,8 +9,6 @@ import re
 import secrets
 import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from email import message_from_bytes, policy
@@ -29,73 +27,14 @@ from digest.config import load_config
 from digest.db import Database
 from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
+from digest.links import safe_url
 from digest.models import Digest, DigestItem, FeedbackEvent, Paper, Subscriber
 from digest.profiles import sync_profiles
 from digest.render import Renderer
 from digest.send import DigestSender
-from digest.web import safe_url
 
 from .browser import measure
-from .conftest import TEST_KEY, Workdir, free_port
-
-
-class Web:
-    """`digest web` running in the work folder, and an HTTP client for it."""
-
-    def __init__(self, workdir: Workdir) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        workdir.env["DIGEST_BASE_URL"] = self.base
-        self.process: subprocess.Popen | None = None
-        self.client = httpx.Client(follow_redirects=False, timeout=10)
-
-    def start(self) -> "Web":
-        import os
-
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "digest", "web"], cwd=self.workdir.path, env={**os.environ, **self.workdir.env},
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if self.client.get(self.base + "/healthz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"digest web did not start: {self.process.stdout.read().decode()}")
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-#: The day of the digests whose links the tests follow (the clock is pinned to it).
-NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
-
-
-def send_today(workdir: Workdir, now: dt.datetime = NOW) -> None:
-    """Ingest the sample feed, sync the example profiles and send, in this process (it is quicker)."""
-    settings = workdir.settings()
-    db = workdir.db()
-    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
-    sync_profiles(db, settings.profiles_dir)
-    DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), lambda: now).run()
-
-
-@pytest.fixture
-def web(workdir: Workdir):
-    server = Web(workdir)
-    send_today(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from .conftest import NOW, TEST_KEY, Web, Workdir, send_today
 
 
 def links(workdir: Workdir, email: str = "ada@example.org") -> dict[str, list[str]]:

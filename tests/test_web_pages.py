@@ -17,21 +17,9 @@ from sqlmodel import select
 from digest.models import FeedbackEvent, Paper
 
 from .browser import CONTRAST_SCRIPT, Browser
-from .conftest import Workdir, free_port
+from .conftest import Web, Workdir, free_port
 from .test_email_page import sent_email
-from .test_web import Web, links, send_today
-
-
-@pytest.fixture
-def served(workdir: Workdir):
-    """`digest web` after today's digests of the sample feed were sent."""
-    server = Web(workdir)
-    send_today(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from .test_web import links
 
 
 def test_the_pdf_link_records_a_click_and_redirects_to_the_stored_pdf(workdir: Workdir, tmp_path: Path) -> None:
@@ -102,7 +90,7 @@ def test_web_and_serve_say_where_they_listen_and_how_to_stop(workdir: Workdir, c
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_pages_read_well_in_light_and_dark(served: Web, workdir: Workdir, scheme: str) -> None:
+def test_the_pages_read_well_in_light_and_dark(web: Web, workdir: Workdir, scheme: str) -> None:
     found = links(workdir)
     pages = {"preferences": found["p"][0], "feedback": found["f"][0], "unsubscribe": found["u"][0]}
     with Browser() as browser:
