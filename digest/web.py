@@ -37,7 +37,7 @@ from . import preferences as prefs
 from .db import Database
 from .feedback import load_digest, load_item, load_subscriber, record_item_event, record_view, resubscribe, undo_thumb, unsubscribe, unsubscribe_subscriber
 from .links import LinkMaker, LinkSigner, paper_link, safe_url
-from .models import DigestStatus, FeedbackKind, Subscriber, utcnow
+from .models import DigestStatus, FeedbackKind, Paper, Subscriber, utcnow
 from .profiles import sync_profile, zone_names
 from .render import Renderer
 from .schedule import local_date
@@ -111,22 +111,22 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
             return None
         return found
 
-    def click(request: Request) -> Response:
-        context = item_of(request, "c")
+    def follow(request: Request, action: str, target: Callable[[Paper], str]) -> Response:
+        """Record a click (not for HEAD) and redirect to where the stored paper says, never to a
+        URL from the request."""
+        context = item_of(request, action)
         if context is None:
             return pages.not_found()
         if request.method == "GET":
             record_item_event(db, context, FeedbackKind.CLICK)
+        return RedirectResponse(target(context.paper), status_code=302, headers=HEADERS)
+
+    def click(request: Request) -> Response:
         # Its page, else its PDF, else a search for its title: a paper always leads somewhere.
-        return RedirectResponse(paper_link(context.paper), status_code=302, headers=HEADERS)
+        return follow(request, "c", paper_link)
 
     def pdf(request: Request) -> Response:
-        context = item_of(request, "d")
-        if context is None:
-            return pages.not_found()
-        if request.method == "GET":
-            record_item_event(db, context, FeedbackKind.CLICK)
-        return RedirectResponse(safe_url(context.paper.pdf_url) or paper_link(context.paper), status_code=302, headers=HEADERS)
+        return follow(request, "d", lambda paper: safe_url(paper.pdf_url) or paper_link(paper))
 
     def feedback(request: Request) -> Response:
         context = item_of(request, "f")
