@@ -294,13 +294,14 @@ def test_control_characters_in_a_title_reach_no_header(workdir: Workdir) -> None
 
 
 def test_an_outbox_that_cannot_be_made_is_one_clear_error_and_nothing_is_lost(workdir: Workdir) -> None:
-    workdir.prepare()
+    profile(workdir, "zz-resting.yaml", "email: resting@example.org\ninterests: [robots]\npaused_until: 2099-01-01\n")
+    workdir.prepare()  # a paused subscriber has an outcome but no digest: not one of those left
     (workdir.path / "var" / "taken").write_text("a file where the folder should go")
     result = workdir.cli("send", DIGEST_OUTBOX=str(workdir.path / "var" / "taken" / "outbox"))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "error: delivery stopped: cannot create the outbox folder" in result.stderr and "4 digests left for the next run" in result.stderr
     report = make_sender(workdir, utcnow).run()  # the next run, with a folder it can make
-    assert report.count("sent") == 4 and len(workdir.outbox()) == 4
+    assert report.count("sent") == 4 and report.count("paused") == 1 and len(workdir.outbox()) == 4
 
 
 def test_a_full_disk_while_writing_previews_is_a_warning_not_a_failure(workdir: Workdir) -> None:
@@ -351,7 +352,8 @@ def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_witho
 def test_preview_writes_no_link_a_click_could_not_follow(workdir: Workdir) -> None:
     feed = workdir.path / "bad-links.jsonl"
     feed.write_text("".join(json.dumps(p) + "\n" for p in [
-        {"title": "Speculative decoding with a scripted link", "abstract": "Speculative decoding.", "url": "javascript:alert(document.cookie)"},
+        {"title": "Speculative decoding with a scripted link", "abstract": "Speculative decoding.", "url": "javascript:alert(document.cookie)",
+         "pdf": "javascript:alert(2)"},  # its PDF button is left out, not linked
         {"title": "KV cache with a protocol-relative link", "abstract": "KV cache compression.", "url": "//evil.example/x", "pdf": "https://arxiv.org/pdf/2601.00001"},
         {"title": "Mixture of experts with a data link", "abstract": "Mixture of experts.", "url": "data:text/html,<script>alert(1)</script>"},
     ]))
@@ -361,6 +363,7 @@ def test_preview_writes_no_link_a_click_could_not_follow(workdir: Workdir) -> No
     hrefs = lxml_html.fromstring(out.read_text()).xpath("//a/@href")
     assert hrefs and not [h for h in hrefs if not (h.startswith(("http://", "https://")) or h.startswith("#"))], hrefs
     assert "https://arxiv.org/pdf/2601.00001" in hrefs  # the safe link of the same paper instead
+    assert "https://huggingface.co/papers?q=Speculative+decoding+with+a+scripted+link" in hrefs  # no link of its own: a search
 
 
 def test_a_corpus_of_stop_words_means_no_matches_not_a_crash(workdir: Workdir) -> None:

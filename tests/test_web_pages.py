@@ -4,6 +4,7 @@ in light and dark."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,14 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import select
+from sqlalchemy import text
+from sqlmodel import col, select
 
-from digest.models import FeedbackEvent, Paper
+from digest.links import LinkMaker, LinkSigner
+from digest.models import Digest, DigestItem, FeedbackEvent, Paper
 
 from .browser import CONTRAST_SCRIPT, Browser
-from .conftest import Web, Workdir, free_port
+from .conftest import TEST_KEY, Web, Workdir, free_port
 from .test_email_page import sent_email
-from .test_web import links
+from .test_web import events, first_format, links, subscriber
 
 
 def test_the_pdf_link_records_a_click_and_redirects_to_the_stored_pdf(workdir: Workdir, tmp_path: Path) -> None:
@@ -47,6 +50,46 @@ def check_pdf_link(web: Web, workdir: Workdir) -> None:
     assert response.headers["location"] == paper.pdf_url and "evil" not in response.headers["location"]
     token = found["d"][0].rsplit("/", 1)[1]
     assert web.client.get(f"{web.base}/c/{token}").status_code == 404  # a PDF token is no click token
+
+
+def test_pdf_and_preferences_links_open_only_for_their_subscriber_on_this_installation(workdir: Workdir, tmp_path: Path) -> None:
+    server = Web(workdir)
+    sent_email(workdir, tmp_path, server.base)  # ada's email: three PDF buttons and her preferences link
+    mailed = links(workdir)
+    ada, kenji = subscriber(workdir, "ada@example.org"), subscriber(workdir, "kenji@example.org")
+    with workdir.db().session() as session:
+        item = session.exec(select(DigestItem).join(Digest, col(Digest.id) == DigestItem.digest_id).where(Digest.subscriber_id == ada.id)).first()
+    here = LinkMaker(server.base, LinkSigner(TEST_KEY, installation=workdir.db().installation().id))
+    elsewhere = LinkMaker(server.base, LinkSigner(TEST_KEY, installation=secrets.token_hex(16)))  # another installation, same key
+    server.start()
+    try:
+        assert server.client.get(mailed["d"][0]).status_code == 302 and server.client.get(mailed["p"][0]).status_code == 200
+        assert server.client.get(here.pdf(item.id, ada.link_id)).status_code == 302
+        assert server.client.get(here.preferences(ada.id, ada.link_id)).status_code == 200
+        refused = [here.pdf(item.id, kenji.link_id), here.preferences(ada.id, kenji.link_id),  # made for someone else
+                   elsewhere.pdf(item.id, ada.link_id), elsewhere.preferences(ada.id, ada.link_id),
+                   f"{server.base}/d/{first_format('d', item.id)}", f"{server.base}/p/{first_format('p', ada.id)}"]
+        for url in refused:
+            assert server.client.get(url).status_code == 404, url
+        unsubscribe = {"action": "unsubscribe"}
+        assert server.client.post(here.preferences(ada.id, kenji.link_id), data=unsubscribe, headers={"Origin": server.base}).status_code == 404
+    finally:
+        server.stop()
+    # The database as a version before link ids left it: first-format click links of the digests
+    # it holds stay valid, but no PDF or preferences link was ever mailed in that format.
+    with workdir.db().transaction() as session:
+        session.execute(text("DELETE FROM installation"))
+        session.execute(text("UPDATE subscriber SET link_id = NULL"))
+    server.client = httpx.Client(follow_redirects=False, timeout=10)
+    server.start()
+    try:
+        assert server.client.get(f"{server.base}/c/{first_format('c', item.id)}").status_code == 302
+        assert server.client.get(f"{server.base}/d/{first_format('d', item.id)}").status_code == 404
+        assert server.client.get(f"{server.base}/p/{first_format('p', ada.id)}").status_code == 404
+    finally:
+        server.stop()
+    assert subscriber(workdir, "ada@example.org").unsubscribed_at is None
+    assert [e.kind for e in events(workdir)] == ["click", "click", "click"]  # the PDF, the signed PDF link, the first-format click
 
 
 def first_lines(args: list[str], workdir: Workdir, until: str, seconds: float = 30) -> tuple[list[str], subprocess.Popen]:
