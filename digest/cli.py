@@ -30,9 +30,10 @@ from .send import DigestSender, SendOptions, SendReport, preview_digest
 from .settings import Settings, SettingsError, warn_if_readable
 from .yamlfile import FileError
 
-# Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap.
+# Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap, and an
+# error or warning stays on one line, so that a log search for it finds it whatever its paths.
 console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=not sys.stderr.isatty())
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
