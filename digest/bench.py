@@ -43,7 +43,7 @@ from .mail import Outgoing, compose
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
 from .render import DigestView, Renderer
 from .send import BATCH, DigestSender, Selection, Selector, digest_view
-from .settings import Settings
+from .settings import PACKAGED_TEMPLATES, Settings
 
 log = logging.getLogger(__name__)
 #: The benchmark's own signing key (a strong one, as every key must be).
@@ -51,7 +51,6 @@ BENCH_KEY = secrets.token_urlsafe(32)
 
 #: Real papers for the benchmark: ../shared/data/arxiv-daily beside the checkout, or this variable.
 DATA = Path(os.environ.get("DIGEST_BENCH_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "arxiv-daily"))
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @dataclass
@@ -258,7 +257,7 @@ def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights,
 def _settings(world: World, workdir: Path, **extra: str) -> Settings:
     env = {
         "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / "outbox"), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_BASE_URL": "https://digest.example.org",
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_BASE_URL": "https://digest.example.org",
         "DIGEST_FROM": "Paper Digest <digest@example.org>", **extra,
     }
     return Settings.from_env(env, dotenv_path=None)
@@ -287,7 +286,7 @@ def bench_stages(world: World, workdir: Path, sample: int, smtp_messages: int) -
     chosen = [s for s in selections if s.ranked][:sample]
     links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), installation=db.installation().id))
     views = [_view(links, s, n) for n, s in enumerate(chosen)]
-    fast, slow = Renderer(TEMPLATES), Renderer(TEMPLATES, inline="message")
+    fast, slow = Renderer(PACKAGED_TEMPLATES), Renderer(PACKAGED_TEMPLATES, inline="message")
     rendered: list = []
     fast_stage = measure("render, CSS inlined per template", "emails", lambda: len([rendered.append(fast.render(v)) for v in views]), "HTML + text, one core")
     slow_views = views[: max(1, min(len(views), 500))]
@@ -390,7 +389,7 @@ def bench_daily_run(world: World, workdir: Path) -> Stage:
     run (load, fit, rank, claim, render, write, record), its time and its peak memory."""
     settings_env = {
         "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / f"outbox-{world.users}"), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(TEMPLATES), "DIGEST_TRANSPORT": "outbox",
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_TRANSPORT": "outbox",
         "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_"))} | settings_env

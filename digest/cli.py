@@ -20,7 +20,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import AppConfig, load_config
+from .config import AppConfig, lay_out_starter, load_config
 from .db import Database
 from .delivery import make_transport
 from .files import replace_file
@@ -31,9 +31,10 @@ from .send import DigestSender, SendOptions, SendReport, preview_digest
 from .settings import Settings, SettingsError, warn_if_readable
 from .yamlfile import FileError
 
-# Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap.
+# Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap, and an
+# error or warning stays on one line, so that a log search for it finds it whatever its paths.
 console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=not sys.stderr.isatty())
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
@@ -110,7 +111,15 @@ def main(ctx: click.Context, verbose: int) -> None:
 @main.command()
 @click.option("--env-file", default=".env", show_default=True, type=click.Path(dir_okay=False), help="The file to write.")
 def init(env_file: str) -> None:
-    """Write a random DIGEST_SECRET_KEY into .env when it has none (the file readable by you alone)."""
+    """Write a random DIGEST_SECRET_KEY into .env when it has none (the file readable by you alone).
+
+    In a folder with no `config/digest.yaml` it also lays out the starter configuration there
+    (the sample feed, four example profiles, the sources and ranking defaults), so that an
+    installed digest runs at once; existing files are never touched.
+    """
+    starter = lay_out_starter(Path("config"))
+    if starter:
+        console.print(f"Wrote a starter configuration to config/ ({len(starter)} files: sources, example profiles, the sample feed).")
     path = Path(env_file)
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -7,6 +7,8 @@ A missing file means the built-in defaults.
 from __future__ import annotations
 
 import re
+import shutil
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -119,3 +121,23 @@ def load_config(path: str | Path) -> AppConfig:
         return AppConfig()
     config, _ = load_model(path, AppConfig)
     return config
+
+
+def lay_out_starter(folder: Path) -> list[Path]:
+    """Copy the starter configuration (the repository's `config/`, installed as package data
+    `digest.starter`: sources and ranking defaults, example profiles, the bundled sample feed)
+    into `folder`, normally `config/`, so that an installed digest has something to run on; the
+    paths written. A folder that already holds a `digest.yaml` is a project: nothing is added."""
+    if (folder / "digest.yaml").exists():
+        return []
+    written = []
+    with resources.as_file(resources.files("digest.starter")) as starter:
+        for source in sorted(starter.rglob("*")):
+            if not source.is_file() or source.suffix in (".py", ".pyc"):
+                continue
+            target = folder / source.relative_to(starter)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                written.append(target)
+    return written

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,9 +21,9 @@ from .links import weak_key_problem
 
 log = logging.getLogger(__name__)
 
-#: The checkout this package was installed from; `templates/` and `config/` are found here
-#: when the working directory has none of its own.
-CHECKOUT = Path(__file__).resolve().parent.parent
+#: The templates installed with the package (the repository's `templates/`, package data of
+#: `digest.templates`): used unless DIGEST_TEMPLATES or the working directory names others.
+PACKAGED_TEMPLATES = Path(str(resources.files("digest.templates")))
 
 TRANSPORTS = ("outbox", "smtp")
 SMTP_SECURITY = ("none", "starttls", "ssl")
@@ -39,7 +40,7 @@ class Settings:
     database_url: str = "sqlite:///var/digest.db"
     config_path: Path = Path("config/digest.yaml")
     profiles_dir: Path = Path("config/subscribers")
-    templates_dir: Path = Path("templates")
+    templates_dir: Path = PACKAGED_TEMPLATES
     transport: str = "outbox"
     outbox: Path = Path("var/outbox")
     smtp_host: str = "localhost"
@@ -117,7 +118,7 @@ class Settings:
             database_url=get("DIGEST_DATABASE_URL", cls.database_url),
             config_path=Path(get("DIGEST_CONFIG", str(cls.config_path))),
             profiles_dir=Path(get("DIGEST_PROFILES", str(cls.profiles_dir))),
-            templates_dir=_found(Path(get("DIGEST_TEMPLATES", str(cls.templates_dir)))),
+            templates_dir=_templates(get("DIGEST_TEMPLATES")),
             transport=transport,
             outbox=Path(get("DIGEST_OUTBOX", str(cls.outbox))),
             smtp_host=get("SMTP_HOST", cls.smtp_host),
@@ -170,9 +171,9 @@ def _has_control(value: str) -> bool:
     return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in value)
 
 
-def _found(path: Path) -> Path:
-    """A relative folder that is missing here is looked up in the checkout instead."""
-    if path.is_absolute() or path.exists():
-        return path
-    fallback = CHECKOUT / path
-    return fallback if fallback.exists() else path
+def _templates(setting: str | None) -> Path:
+    """DIGEST_TEMPLATES when set; else the working directory's own `templates/` (an operator's
+    edited copy); else the templates installed with the package."""
+    if setting:
+        return Path(setting)
+    return Path("templates") if Path("templates", "email").is_dir() else PACKAGED_TEMPLATES

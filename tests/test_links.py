@@ -77,7 +77,18 @@ def test_first_format_tokens_are_read_and_open_only_objects_from_before_the_upgr
     assert LinkRef("u", 100, ADA).opens(ADA, 0) and not LinkRef("u", 100, ADA).opens("f" * 16, 10**6)
 
 
-@pytest.mark.parametrize("weak", ["a", " ", "test-secret-key", "a" * 64, "ab" * 40, "abcdefghijklmnopqrstuvwxyz" * 3, secrets.token_hex(16)])
+WEAK_KEYS = {
+    "one-letter": "a",
+    "a-space": " ",
+    "a-word": "test-secret-key",
+    "one-letter-repeated": "a" * 64,
+    "two-letters-repeated": "ab" * 40,
+    "alphabet-repeated": "abcdefghijklmnopqrstuvwxyz" * 3,
+    "random-128-bits": secrets.token_hex(16),
+}
+
+
+@pytest.mark.parametrize("weak", WEAK_KEYS.values(), ids=WEAK_KEYS.keys())
 def test_weak_keys_are_refused(weak: str) -> None:
     assert key_bits(weak) < 256
     with pytest.raises(ValueError, match="too weak"):
