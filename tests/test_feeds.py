@@ -11,8 +11,8 @@ from lxml import etree
 from sqlmodel import col, func, select
 
 from digest.ingest import ingest_source
-from digest.ingest.readers import SourceError, detect_format, read
-from digest.ingest.records import clean_latex, title_key
+from digest.ingest.readers import detect_format, read
+from digest.ingest.records import SourceError, clean_latex, title_key
 from digest.models import IngestRun, Paper
 
 from .conftest import Workdir, shared

@@ -7,7 +7,7 @@ from sqlmodel import func, select
 
 from digest.ingest import SourceSpec, ingest_source, ingest_sources
 from digest.ingest.fetch import ARXIV_INTERVAL, USER_AGENT, Fetcher
-from digest.ingest.readers import SourceError
+from digest.ingest.records import SourceError
 from digest.models import IngestRun, Paper
 
 from .conftest import FeedServer, Workdir, free_port, shared

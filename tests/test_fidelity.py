@@ -15,7 +15,8 @@ from sqlmodel import select
 from digest.config import load_config
 from digest.delivery import OutboxTransport
 from digest.ingest import SourceSpec, ingest_source
-from digest.ingest.readers import SourceError, date_in_name, read
+from digest.ingest.readers import date_in_name, read
+from digest.ingest.records import SourceError
 from digest.links import paper_link
 from digest.models import Paper
 from digest.profiles import sync_profiles

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from ..db import Database
 from ..models import IngestRun, SourceState, utcnow
 from .fetch import Fetcher, is_url, read_path, with_query
-from .readers import ReadResult, SourceError, read
-from .records import PaperRecord
+from .readers import read
+from .records import PaperRecord, ReadResult, SourceError
 from .store import store_records
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,7 @@ import feedparser
 from lxml import etree
 from lxml import html as lxml_html
 
-from .jsonl import split_names
-from .readers import OAI, ReadResult, SourceError
-from .records import PaperRecord, parse_arxiv_id, parse_datetime
+from .records import OAI, PaperRecord, ReadResult, SourceError, parse_arxiv_id, parse_datetime, split_names
 
 #: Errors feedparser reports that leave the document fully read.
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .. import __version__
-from .readers import SourceError
+from .records import SourceError
 
 log = logging.getLogger(__name__)
 

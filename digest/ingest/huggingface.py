@@ -6,9 +6,7 @@ import json
 import re
 from typing import Any
 
-from .jsonl import names, number, optional_date, text
-from .readers import ReadResult, SourceError, decode
-from .records import PaperRecord, parse_arxiv_id
+from .records import PaperRecord, ReadResult, SourceError, decode, names, number, optional_date, parse_arxiv_id, text
 
 # --- api/daily_papers ----------------------------------------------------------------------------
 

@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import re
 from typing import Any
 
-from .readers import ReadResult
-from .records import PaperRecord, parse_arxiv_id, parse_datetime
-
-log = logging.getLogger(__name__)
+from .records import PaperRecord, ReadResult, names, number, optional_date, parse_arxiv_id, text, words
 
 
-def read_jsonl(text: str, listed: dt.date | None = None) -> ReadResult:
+def read_jsonl(source: str, listed: dt.date | None = None) -> ReadResult:
     result = ReadResult("jsonl")
     announced = dt.datetime(listed.year, listed.month, listed.day, tzinfo=dt.timezone.utc) if listed else None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(source.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"line {number}"
+        where = f"line {line_number}"
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -59,56 +54,3 @@ def _record(item: dict[str, Any], where: str, announced: dt.datetime | None = No
         pdf_url=text(item.get("pdf")),
         popularity=number(item.get("upvotes", item.get("popularity"))),
     )
-
-
-def text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def optional_date(value: Any, where: str):
-    """A date, or None (with a warning) when the value is there but is not a date."""
-    if value in (None, ""):
-        return None
-    try:
-        return parse_datetime(value)
-    except ValueError as exc:
-        log.warning("%s: date ignored: %s", where, exc)
-        return None
-
-
-def names(value: Any) -> list[str]:
-    """Authors as a list of names, of {"name": ...} objects, or one "A, B and C" string."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return split_names(value)
-    if isinstance(value, list):
-        result = []
-        for entry in value:
-            if isinstance(entry, str):
-                result.append(entry)
-            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                result.append(entry["name"])
-            else:
-                raise ValueError("an author is neither a name nor an object with a name")
-        return result
-    raise ValueError("authors are neither a list nor a string")
-
-
-def split_names(value: str) -> list[str]:
-    """"A, B and C" (or "A; B") as three names."""
-    return [n.strip() for n in re.split(r",|;|\band\b", value) if n.strip()]
-
-
-def words(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return value.replace(",", " ").split()
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise ValueError("categories are neither a list of names nor a string")

@@ -21,61 +21,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from lxml import etree
 
-from .records import PaperRecord
-
-log = logging.getLogger(__name__)
-
-
-class SourceError(Exception):
-    """The source as a whole cannot be read; the message says why."""
-
-
-@dataclass
-class ReadResult:
-    format: str
-    records: list[PaperRecord] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    #: Things worth saying that are not errors ("the feed has no entries today").
-    notes: list[str] = field(default_factory=list)
-    #: Query parameters that fetch the next page of a paged source, or None on the last page.
-    next_query: dict[str, str] | None = None
-    #: Whether `next_query` replaces the query (OAI-PMH resumption) or updates it (arXiv API `start`).
-    replace_query: bool = False
-
-    def skip(self, where: str, why: str, warn: bool = True) -> None:
-        message = f"{where}: {why}"
-        if warn:
-            log.warning("skipped %s", message)
-        else:
-            log.info("skipped %s", message)
-        self.skipped.append(message)
-
-    def add(self, where: str, make: Callable[..., PaperRecord], *args: object) -> None:
-        """Add the record `make(*args)` builds, or skip the entry with the reason it could not be built."""
-        try:
-            self.records.append(make(*args))
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            self.skip(where, str(exc) or type(exc).__name__)
-
-
-def decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"not UTF-8 text (byte {exc.start}); is it a feed at all?") from None
-
-
-ATOM = "{http://www.w3.org/2005/Atom}"
-OAI = "{http://www.openarchives.org/OAI/2.0/}"
+from . import arxiv, huggingface, jsonl
+from .records import ATOM, OAI, ReadResult, SourceError, decode
 
 
 def detect_format(data: bytes) -> str:
@@ -194,8 +148,6 @@ def read(data: bytes, location: str = "<source>", listed: dt.date | None = None)
     `listed` is the announcement date of a listing whose entries carry none (a JSONL file of one
     day's papers); by default the date in the file name, as in `2026-04-10.jsonl`. It is never
     the day of the ingest: no date is better than a wrong one."""
-    from . import arxiv, huggingface, jsonl
-
     readers: dict[str, Callable[[bytes], ReadResult]] = {
         "arxiv-api": arxiv.read_feed,
         "rss": arxiv.read_feed,

@@ -1,4 +1,6 @@
-"""The one normalized paper every reader produces, and the identity rules for papers.
+"""What every reader shares, and nothing imports back: the one normalized paper they produce
+(`PaperRecord`), what a read returns (`ReadResult`, `SourceError`), the identity rules for
+papers, and the helpers that read a field of any format (text, numbers, dates, names).
 
 A paper's identity is its arXiv id without version where known, else its normalized title.
 """
@@ -8,9 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import functools
+import logging
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 # New-style ids (2603.28800, 0704.0001) and old-style ones (hep-th/9901001, math.GT/0309136),
 # each with an optional version; found bare, after "arXiv:", in abs/pdf URLs or OAI identifiers.
@@ -176,3 +183,105 @@ class PaperRecord:
     @property
     def key(self) -> str:
         return f"arxiv:{self.arxiv_id}" if self.arxiv_id else f"title:{self.title_key}"
+
+
+# --- what a read returns -------------------------------------------------------------------------
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read; the message says why."""
+
+
+@dataclass
+class ReadResult:
+    format: str
+    records: list[PaperRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    #: Things worth saying that are not errors ("the feed has no entries today").
+    notes: list[str] = field(default_factory=list)
+    #: Query parameters that fetch the next page of a paged source, or None on the last page.
+    next_query: dict[str, str] | None = None
+    #: Whether `next_query` replaces the query (OAI-PMH resumption) or updates it (arXiv API `start`).
+    replace_query: bool = False
+
+    def skip(self, where: str, why: str, warn: bool = True) -> None:
+        message = f"{where}: {why}"
+        if warn:
+            log.warning("skipped %s", message)
+        else:
+            log.info("skipped %s", message)
+        self.skipped.append(message)
+
+    def add(self, where: str, make: Callable[..., PaperRecord], *args: object) -> None:
+        """Add the record `make(*args)` builds, or skip the entry with the reason it could not be built."""
+        try:
+            self.records.append(make(*args))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.skip(where, str(exc) or type(exc).__name__)
+
+
+def decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"not UTF-8 text (byte {exc.start}); is it a feed at all?") from None
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+OAI = "{http://www.openarchives.org/OAI/2.0/}"
+
+
+# --- fields, in whatever format -------------------------------------------------------------------
+
+
+def text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def optional_date(value: Any, where: str):
+    """A date, or None (with a warning) when the value is there but is not a date."""
+    if value in (None, ""):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        log.warning("%s: date ignored: %s", where, exc)
+        return None
+
+
+def names(value: Any) -> list[str]:
+    """Authors as a list of names, of {"name": ...} objects, or one "A, B and C" string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return split_names(value)
+    if isinstance(value, list):
+        result = []
+        for entry in value:
+            if isinstance(entry, str):
+                result.append(entry)
+            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                result.append(entry["name"])
+            else:
+                raise ValueError("an author is neither a name nor an object with a name")
+        return result
+    raise ValueError("authors are neither a list nor a string")
+
+
+def split_names(value: str) -> list[str]:
+    """"A, B and C" (or "A; B") as three names."""
+    return [n.strip() for n in re.split(r",|;|\band\b", value) if n.strip()]
+
+
+def words(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.replace(",", " ").split()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError("categories are neither a list of names nor a string")
