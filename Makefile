@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check digest tests
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
@@ -31,6 +32,7 @@ serve: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check digest tests
+	$(BIN)/lint-imports --no-cache
 
 # The README's pictures of a digest of real data (../shared/data/arxiv-daily), taken in headless chromium.
 screenshots: $(STAMP)

@@ -35,14 +35,15 @@ from sqlmodel import select
 
 from .config import load_config
 from .db import Database
-from .delivery import OutboxTransport, SMTPTransport
 from .ingest import ingest_source
 from .ingest.readers import read
 from .links import LinkMaker, LinkSigner
-from .mail import Outgoing, compose
+from .mail.compose import Outgoing, compose
+from .mail.render import DigestView, Renderer
+from .mail.transports import OutboxTransport, SMTPTransport
+from .mail.view import digest_view
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
-from .render import DigestView, Renderer
-from .send import BATCH, DigestSender, Selection, Selector, digest_view
+from .send import BATCH, DigestSender, Selection, Selector
 from .settings import PACKAGED_TEMPLATES, Settings
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from rich.table import Table
 
 from .config import AppConfig, lay_out_starter, load_config
 from .db import Database
-from .delivery import make_transport
 from .files import replace_file
 from .ingest import IngestResult, SourceSpec, ingest_sources
+from .mail.render import Renderer
+from .mail.transports import make_transport
 from .profiles import load_profiles, sync_profiles
-from .render import Renderer
 from .send import DigestSender, SendOptions, SendReport, preview_digest
 from .settings import Settings, SettingsError, warn_if_readable
 from .yamlfile import FileError

@@ -42,12 +42,12 @@ from sqlmodel import select
 
 from .config import AppConfig, load_config
 from .db import Database
-from .delivery import make_transport
 from .ingest import SourceError, SourceSpec, ingest_source
 from .ingest.fetch import Fetcher, is_url
+from .mail.render import Renderer
+from .mail.transports import make_transport
 from .models import Subscriber, utcnow
 from .profiles import sync_profiles
-from .render import Renderer
 from .schedule import parse_clock
 from .send import DigestSender, SendOptions
 from .settings import Settings

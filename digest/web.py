@@ -37,11 +37,11 @@ from . import preferences as prefs
 from .db import Database
 from .feedback import load_digest, load_item, load_subscriber, record_item_event, record_view, resubscribe, undo_thumb, unsubscribe, unsubscribe_subscriber
 from .links import LinkMaker, LinkSigner, paper_link, safe_url
+from .mail.render import Renderer
+from .mail.view import digest_view, load_items
 from .models import DigestStatus, FeedbackKind, Paper, Subscriber, utcnow
 from .profiles import sync_profile, zone_names
-from .render import Renderer
 from .schedule import local_date
-from .send import digest_view, load_items
 from .settings import Settings
 from .yamlfile import FileError
 

@@ -23,10 +23,10 @@ from aiosmtpd.controller import Controller
 
 from digest.config import load_config
 from digest.db import Database
-from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.profiles import sync_profiles
-from digest.render import Renderer
 from digest.send import DigestSender
 from digest.settings import Settings
 

@@ -14,11 +14,11 @@ import dkim
 import pytest
 
 from digest.config import load_config
-from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
-from digest.mail import DkimError, DkimKey
+from digest.mail.compose import DkimError, DkimKey
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.profiles import sync_profiles
-from digest.render import Renderer
 from digest.send import DigestSender
 from digest.settings import Settings, SettingsError
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.delivery import DeliveryError, OutboxTransport, SMTPTransport
-from digest.mail import compose
-from digest.render import RenderedDigest
+from digest.mail.compose import compose
+from digest.mail.render import RenderedDigest
+from digest.mail.transports import DeliveryError, OutboxTransport, SMTPTransport
 
 from .conftest import SMTPSink, Workdir
 

@@ -14,11 +14,11 @@ from lxml import html as lxml_html
 from sqlmodel import select
 
 from digest.config import load_config
-from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.models import Subscriber
 from digest.profiles import sync_profiles
-from digest.render import Renderer
 from digest.send import DigestSender
 
 from .browser import CONTRAST_SCRIPT, Browser

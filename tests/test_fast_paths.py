@@ -18,13 +18,13 @@ import pytest
 
 from digest import ranking, send
 from digest.config import RankingConfig, load_config
-from digest.delivery import OutboxTransport, SMTPTransport
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
-from digest.mail import compose
+from digest.mail.compose import compose
+from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
+from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
 from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
-from digest.render import DigestView, ItemView, RenderedDigest, Renderer
 
 from .conftest import ROOT, SMTPSink, Workdir
 

@@ -128,8 +128,8 @@ def test_a_send_killed_mid_batch_resumes_without_duplicate_or_loss(workdir: Work
 def sender(workdir: Workdir, settings):
     """A `DigestSender` in this process, as `digest send` makes one."""
     from digest.config import load_config
-    from digest.delivery import make_transport
-    from digest.render import Renderer
+    from digest.mail.render import Renderer
+    from digest.mail.transports import make_transport
     from digest.send import DigestSender
 
     return DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), make_transport(settings))
@@ -240,10 +240,10 @@ def test_a_refusal_for_policy_fails_that_message_but_is_no_bounce(workdir: Workd
 def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdir, faulty: FaultySink, monkeypatch: pytest.MonkeyPatch, transport: str, workers: int) -> None:
     from digest import send
     from digest.config import load_config
-    from digest.delivery import OutboxTransport, SMTPTransport
     from digest.ingest import ingest_source
+    from digest.mail.render import Renderer
+    from digest.mail.transports import OutboxTransport, SMTPTransport
     from digest.profiles import sync_profiles
-    from digest.render import Renderer
 
     emails = people(workdir, 6)
     db = workdir.db()

@@ -13,15 +13,16 @@ import pytest
 from sqlmodel import select
 
 from digest.config import load_config
-from digest.delivery import OutboxTransport
 from digest.ingest import SourceSpec, ingest_source
 from digest.ingest.readers import date_in_name, read
 from digest.ingest.records import SourceError
 from digest.links import paper_link
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
+from digest.mail.view import source_label
 from digest.models import Paper
 from digest.profiles import sync_profiles
-from digest.render import Renderer
-from digest.send import DigestSender, preview_digest, source_label
+from digest.send import DigestSender, preview_digest
 
 from .conftest import Workdir, shared
 

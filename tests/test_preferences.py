@@ -17,14 +17,14 @@ import pytest
 from sqlmodel import select
 
 from digest.config import load_config
-from digest.delivery import OutboxTransport
 from digest.feedback import gather_evidence
 from digest.ingest import ingest_source
 from digest.links import LinkMaker, LinkSigner
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.models import FeedbackEvent, Subscriber, SubscriberModel
 from digest.preferences import Conflict, FormTokens, ProfileFile, parse_form, same_origin
 from digest.profiles import load_profiles, sync_profile, sync_profiles
-from digest.render import Renderer
 from digest.send import DigestSender, preview_digest
 from digest.training import retrain
 from digest.yamlfile import FileError

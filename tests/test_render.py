@@ -7,7 +7,7 @@ import re
 
 from lxml import html as lxml_html
 
-from digest.render import DigestView, ItemView, Renderer
+from digest.mail.render import DigestView, ItemView, Renderer
 
 from .browser import measure
 from .conftest import ROOT

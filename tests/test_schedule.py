@@ -13,11 +13,11 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlmodel import select
 
 from digest.config import load_config
-from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.models import Digest
 from digest.profiles import sync_profiles
-from digest.render import Renderer
 from digest.schedule import is_due, local_date, next_send, send_instant
 from digest.send import DigestSender, SendOptions
 from digest.service import Service

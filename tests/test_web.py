@@ -25,12 +25,12 @@ from sqlmodel import select
 
 from digest.config import load_config
 from digest.db import Database
-from digest.delivery import OutboxTransport
 from digest.ingest import ingest_source
 from digest.links import safe_url
+from digest.mail.render import Renderer
+from digest.mail.transports import OutboxTransport
 from digest.models import Digest, DigestItem, FeedbackEvent, Paper, Subscriber
 from digest.profiles import sync_profiles
-from digest.render import Renderer
 from digest.send import DigestSender
 
 from .browser import measure

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .mail import Outgoing, envelope_sender
-from .settings import Settings
+from ..settings import Settings
+from .compose import Outgoing, envelope_sender
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import dkim
 
+from ..settings import SettingsError
 from .render import RenderedDigest
-from .settings import SettingsError
 
 #: The headers a DKIM signature covers (RFC 8058 § 4: List-Unsubscribe and List-Unsubscribe-Post
 #: must be among them); From is listed twice so that no second From can be added unnoticed.
