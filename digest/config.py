@@ -6,18 +6,15 @@ A missing file means the built-in defaults.
 
 from __future__ import annotations
 
-import re
 import shutil
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .schedule import Clock, TimeZone
 from .yamlfile import load_model
-
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
 class Source(BaseModel):
@@ -29,31 +26,16 @@ class Source(BaseModel):
     #: A path (relative to the working directory) or an http(s) URL.
     url: str = Field(min_length=1)
     #: Local times of day (in `timezone`) to poll at.
-    poll_at: list[str] = Field(default_factory=lambda: ["06:00"], min_length=1)
-    timezone: str = "UTC"
+    poll_at: list[Clock] = Field(default_factory=lambda: ["06:00"], min_length=1)
+    timezone: TimeZone = "UTC"
     #: For paged sources (arXiv API, OAI-PMH): stop after this many papers in one poll.
     max_papers: int = Field(default=2000, ge=1, le=100_000)
     enabled: bool = True
 
     @field_validator("poll_at", mode="before")
     @classmethod
-    def _times(cls, value: object) -> object:
-        values = [value] if isinstance(value, str) else value
-        if isinstance(values, list):
-            for item in values:
-                if not isinstance(item, str) or not _CLOCK.match(item.strip()):
-                    raise ValueError(f"expected times written as \"HH:MM\", not {item!r}")
-            return [f"{int(v.split(':')[0]):02d}:{v.split(':')[1]}" for v in (v.strip() for v in values)]
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("url")
     @classmethod

@@ -32,7 +32,7 @@ from .files import replace_file
 from .profiles import Profile, check_size
 from .yamlfile import FileError, parse_model
 
-#: The order of DESIGN.md § Subscriber profile: a key the page adds goes after its predecessor.
+#: The order of the README's example profile (§ Subscriber profiles): a key the page adds goes after its predecessor.
 KEY_ORDER = ("email", "name", "timezone", "send_at", "max_items", "interests", "avoid", "authors", "categories", "active", "paused_until")
 #: A form token is good for this long after the page was shown.
 FORM_MAX_AGE = 24 * 3600

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
@@ -23,12 +23,12 @@ from sqlmodel import select
 
 from .db import Database
 from .models import Subscriber, utcnow
+from .schedule import Clock, TimeZone, parse_clock
 from .yamlfile import FileError, load_model
 
 log = logging.getLogger(__name__)
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
-_SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
 #: At most this many entries in each list of a profile (interests, avoid, authors, categories).
 MAX_PHRASES = 100
@@ -68,14 +68,14 @@ class Interest(BaseModel):
 
 
 class Profile(BaseModel):
-    """The profile format of DESIGN.md § Subscriber profile."""
+    """The profile format (README § Subscriber profiles)."""
 
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr
     name: str | None = Field(default=None, max_length=MAX_PHRASE_CHARS)
-    timezone: str = "UTC"
-    send_at: str = "07:00"
+    timezone: TimeZone = "UTC"
+    send_at: Clock = "07:00"
     max_items: int = Field(default=10, ge=1, le=50)
     interests: list[Interest] = Field(min_length=1, max_length=MAX_PHRASES)
     avoid: list[str] = Field(default_factory=list, max_length=MAX_PHRASES)
@@ -107,21 +107,6 @@ class Profile(BaseModel):
             return None
         return _no_control_characters(value.strip()) or None
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if value not in _zones():
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)")
-        return value
-
-    @field_validator("send_at", mode="before")
-    @classmethod
-    def _clock_time(cls, value: object) -> str:
-        match = _SEND_AT.match(str(value).strip()) if isinstance(value, str) else None
-        if not match:
-            raise ValueError(f"expected a local time written as \"HH:MM\" (24-hour), not {value!r}")
-        return f"{int(match[1]):02d}:{match[2]}"
-
     @field_validator("avoid", "authors")
     @classmethod
     def _phrases(cls, values: list[str]) -> list[str]:
@@ -146,24 +131,7 @@ class Profile(BaseModel):
 
     @property
     def send_time(self) -> dt.time:
-        hours, minutes = self.send_at.split(":")
-        return dt.time(int(hours), int(minutes))
-
-
-_zone_names: frozenset[str] | None = None
-
-
-def _zones() -> frozenset[str]:
-    """IANA zone names (from tzdata); `ZoneInfo` alone would also accept odd file paths."""
-    global _zone_names
-    if _zone_names is None:
-        _zone_names = frozenset(available_timezones())
-    return _zone_names
-
-
-def zone_names() -> list[str]:
-    """Every IANA zone name a profile accepts, sorted (for the preferences page's list)."""
-    return sorted(_zones())
+        return parse_clock(self.send_at)
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""When things are due: a subscriber's send instant on a local date, in their own time zone.
+"""When things are due: a subscriber's send instant on a local date, in their own time zone;
+and the two kinds of value every schedule is written in, a 24-hour "HH:MM" (`Clock`) and an IANA
+zone name (`TimeZone`), checked the same way in profiles, `config/digest.yaml` and the web.
 
 Wall-clock times are turned into instants with zoneinfo. On a day when the clocks jump forward,
 a time that does not exist (02:30 in Berlin on the last Sunday of March) is taken with the
@@ -10,11 +12,45 @@ one send instant, and the digest is unique per local date whatever the clocks do
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
+import functools
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, available_timezones
+
+from pydantic import AfterValidator, BeforeValidator
+
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def clock_text(value: object) -> str:
+    """A 24-hour time of day as "HH:MM" ("7:05" becomes "07:05"); a ValueError that says what is
+    expected for anything else."""
+    match = _CLOCK.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a local time written as \"HH:MM\" (24-hour), not {value!r}")
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
+@functools.cache
+def zone_names() -> frozenset[str]:
+    """IANA zone names (from tzdata); `ZoneInfo` alone would also accept odd file paths."""
+    return frozenset(available_timezones())
+
+
+def zone_name(value: str) -> str:
+    if value not in zone_names():
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)")
+    return value
+
+
+#: A field holding a time of day, "HH:MM".
+Clock = Annotated[str, BeforeValidator(clock_text)]
+#: A field holding an IANA time zone name.
+TimeZone = Annotated[str, AfterValidator(zone_name)]
 
 
 def parse_clock(text: str) -> dt.time:
-    hours, minutes = text.split(":")
+    hours, minutes = clock_text(text).split(":")
     return dt.time(int(hours), int(minutes))
 
 

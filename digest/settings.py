@@ -1,6 +1,6 @@
 """Settings from the environment, loaded from `.env` with python-dotenv.
 
-The variables and their defaults are the ones of DESIGN.md § Settings. Values already in the
+The variables and their defaults are the README's (§ Configuration). Values already in the
 process environment win over `.env`, so a test or a deployment can override any of them.
 """
 

@@ -1,4 +1,4 @@
-"""The web endpoints of tracked links (DESIGN.md § Web endpoints), an ASGI app for uvicorn.
+"""The web endpoints of tracked links (README § Feedback), an ASGI app for uvicorn.
 
 | request | effect |
 |---|---|
@@ -40,8 +40,8 @@ from .links import LinkMaker, LinkSigner, paper_link, safe_url
 from .mail.render import Renderer
 from .mail.view import digest_view, load_items
 from .models import DigestStatus, FeedbackKind, Paper, Subscriber, utcnow
-from .profiles import sync_profile, zone_names
-from .schedule import local_date
+from .profiles import sync_profile
+from .schedule import local_date, zone_names
 from .settings import Settings
 from .yamlfile import FileError
 
@@ -221,7 +221,7 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
         paused = profile.paused_until if profile and profile.paused_until and profile.paused_until > today else None
         return pages.page(
             "web/preferences.html", status, headers=FORM_HEADERS, subscriber=subscriber, edit=edit, rows=rows, errors=errors or {},
-            notice=notice, problem=problem, csrf=forms.make(token), version=version or "", zones=zone_names(), paused_until=paused,
+            notice=notice, problem=problem, csrf=forms.make(token), version=version or "", zones=sorted(zone_names()), paused_until=paused,
             unsubscribed=subscriber.unsubscribed_at is not None, action=f"/p/{token}", max_pause=prefs.MAX_PAUSE_DAYS,
         )
 

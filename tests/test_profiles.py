@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from digest.config import load_config
 from digest.models import Subscriber
 from digest.profiles import load_profiles, sync_profiles
+from digest.yamlfile import FileError
 
 from .conftest import ROOT, Workdir
 
@@ -175,3 +177,28 @@ def test_cli_validate_exits_2_and_names_the_file_and_line(workdir: Workdir) -> N
     assert result.returncode == 2
     assert "zz-typo.yaml:3: send_at:" in result.stdout
     assert "ada.yaml" in result.stdout  # the valid ones are still listed as valid
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "field", "words"),
+    [
+        ("    poll_at: ['06:00', '6:5']\n", 4, "sources[0].poll_at[1]", 'expected a local time written as "HH:MM" (24-hour)'),
+        ("    poll_at: '24:00'\n", 4, "sources[0].poll_at[0]", 'expected a local time written as "HH:MM" (24-hour)'),
+        ("    timezone: Europe/Londn\n", 4, "sources[0].timezone", "unknown time zone 'Europe/Londn' (use an IANA name such as Europe/Berlin)"),
+    ],
+)
+def test_config_times_and_zones_are_checked_as_in_profiles(tmp_path: Path, source: str, line: int, field: str, words: str) -> None:
+    path = tmp_path / "digest.yaml"
+    path.write_text("sources:\n  - name: feed\n    url: feed.jsonl\n" + source, encoding="utf-8")
+    with pytest.raises(FileError) as caught:
+        load_config(path)
+    error = caught.value
+    assert (Path(error.path).name, error.line, error.field) == ("digest.yaml", line, field), str(error)
+    assert words in error.message
+
+
+def test_config_times_are_written_out_in_full(tmp_path: Path) -> None:
+    path = tmp_path / "digest.yaml"
+    path.write_text("sources:\n  - name: feed\n    url: feed.jsonl\n    poll_at: '6:05'\n    timezone: Asia/Tokyo\n", encoding="utf-8")
+    (source,) = load_config(path).sources
+    assert source.poll_at == ["06:05"] and source.timezone == "Asia/Tokyo"

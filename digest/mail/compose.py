@@ -1,4 +1,4 @@
-"""The email itself: `multipart/alternative` (text, then HTML) with the headers of DESIGN.md § Email.
+"""The email itself: `multipart/alternative` (text, then HTML) with the headers of README § Email.
 
 Messages are built with the standard library's MIME classes under the `compat32` policy and
 their bodies quoted-printable encoded by `binascii` (C): the `EmailMessage` API parses every
