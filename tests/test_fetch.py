@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import func, select
 
+from digest.backoff import backoff_delay
 from digest.ingest import SourceSpec, ingest_source, ingest_sources
 from digest.ingest.fetch import ARXIV_INTERVAL, USER_AGENT, Fetcher
 from digest.ingest.records import SourceError
@@ -192,3 +193,10 @@ def test_a_bad_source_in_the_config_names_file_line_and_field(workdir: Workdir) 
     result = workdir.cli("ingest")
     assert result.returncode == 2
     assert "digest.yaml:3: sources[0].url: a source is a path or an http(s) URL" in result.stderr
+
+
+def test_every_retry_waits_by_one_rule() -> None:
+    for attempt in range(4):
+        waits = [backoff_delay(2.0, attempt) for _ in range(200)]
+        assert all(2.0 * 2**attempt * 0.5 <= w <= 2.0 * 2**attempt for w in waits)
+        assert max(waits) - min(waits) > 0.2 * 2**attempt  # jittered, not one value

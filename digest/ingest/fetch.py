@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .. import __version__
+from ..backoff import backoff_delay
 from .records import SourceError
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Fetcher:
         return bytes(body)
 
     def _backoff(self, attempt: int, retry_after: str | None, problem: str) -> None:
-        delay = self.backoff * 2**attempt * (0.5 + random.random() / 2)
+        delay = backoff_delay(self.backoff, attempt)
         if retry_after:
             delay = max(delay, min(_retry_after_seconds(retry_after), MAX_RETRY_AFTER))
         log.warning("%s; trying again in %.1f s", problem, delay)

@@ -21,7 +21,6 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import random
 import re
 import smtplib
 import ssl
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..backoff import backoff_delay
 from ..settings import Settings
 from .compose import Outgoing, envelope_sender
 
@@ -307,7 +307,7 @@ class SMTPTransport(Transport):
                 self._drop()
             if retries >= self.settings.smtp_retries:
                 raise DeliveryError(f"{fault.problem} (after {retries + 1} tries)", retries=retries)
-            delay = self.settings.smtp_retry_backoff * 2**retries * (0.75 + random.random() / 2)
+            delay = backoff_delay(self.settings.smtp_retry_backoff, retries)
             log.warning("%s for %s; trying again on a new connection in %.1f s", fault.problem, recipient, delay)
             self.sleep(delay)
             retries += 1
