@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lab]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/digest run
 
 test: $(STAMP)
-	$(BIN)/ruff check digest tests
+	$(BIN)/ruff check digest digest_lab tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
@@ -31,7 +31,7 @@ serve: $(STAMP)
 	$(BIN)/digest serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check digest tests
+	$(BIN)/ruff check digest digest_lab tests
 	$(BIN)/lint-imports --no-cache
 
 # The README's pictures of a digest of real data (../shared/data/arxiv-daily), taken in headless chromium.

@@ -6,9 +6,8 @@ Exit codes: 0 all went well, 1 some work failed, 2 bad usage or bad input.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import importlib.metadata
 import logging
-import os
 import secrets
 import sys
 from email import message_from_bytes, policy
@@ -17,6 +16,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -79,7 +79,7 @@ class App:
 
 
 def fail(message: str, code: int) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a message's own [brackets] are text
     sys.exit(code)
 
 
@@ -90,7 +90,45 @@ def progress() -> Progress:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Commands of the lab (`digest_lab`), offered through the entry points `digest.commands`.
+LAB_COMMANDS = {"eval": "offline evaluation", "simulate": "the click simulation", "bench": "the benchmark"}
+
+
+class CommandGroup(click.Group):
+    """This module's commands, and those installed packages offer through the entry point group
+    `digest.commands` (the lab's eval, simulate and bench), each loaded only when it is used: the
+    mail service never imports the lab."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(entry.name for entry in _offered())})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            entry = next((e for e in _offered() if e.name == name), None)
+            try:
+                command = entry.load() if entry is not None else None
+            except ImportError as exc:
+                command = _missing(name, f"{name} could not be loaded ({exc})")
+            if command is None and name in LAB_COMMANDS:
+                command = _missing(name, f"{LAB_COMMANDS[name]} is part of the lab, which is not installed here")
+        return command
+
+
+def _missing(name: str, why: str) -> click.Command:
+    """A command that only says it cannot run here, and what would make it run."""
+    return click.Command(
+        name, callback=lambda **_: fail(f"{why}: pip install 'digest[lab]' from a checkout of digest", BAD_INPUT),
+        params=[click.Argument(["arguments"], nargs=-1, type=click.UNPROCESSED)], context_settings={"ignore_unknown_options": True},
+        help=f"{LAB_COMMANDS.get(name, name).capitalize()} (needs the lab).",
+    )
+
+
+def _offered() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group="digest.commands"))
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debugging).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
@@ -377,42 +415,6 @@ def run(app: App) -> None:
 
 
 @main.command()
-@click.option("--users", type=click.IntRange(1), default=10_000, show_default=True, help="Generated subscribers for the stages and the first daily run.")
-@click.option("--papers", type=click.IntRange(1), default=2_000, show_default=True, help="Real papers first seen today (the rest of the daily files are their past).")
-@click.option("--scale", default="", metavar="N,N,...", help="Also time the whole daily run at these numbers of subscribers (e.g. 1000,10000,100000).")
-@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily"]), help="Only these parts (default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json: bool) -> None:
-    """Measure each stage of the daily run (throughput, time, peak memory) on generated subscribers
-    and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size."""
-    from . import bench as benchmark
-
-    try:
-        sizes = [int(n) for n in scale.replace(" ", "").split(",") if n]
-    except ValueError:
-        fail(f"--scale takes numbers separated by commas, not {scale!r}", BAD_INPUT)
-    with progress() as bar:
-        task = bar.add_task("benchmark", total=None)
-        try:
-            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes,
-                                    on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
-        except (FileNotFoundError, ValueError) as exc:
-            fail(str(exc), BAD_INPUT)
-    if as_json:
-        click.echo(benchmark.as_json(results))
-        return
-    table = Table(title=f"Benchmark ({os.cpu_count()} CPUs)")
-    for column in ("stage", "items", "seconds", "per second", "peak RSS MB", "note"):
-        table.add_column(column, justify="left" if column in ("stage", "note") else "right", overflow="fold")
-    for s in results:
-        table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
-    console.print(table)
-    daily = sorted((s for s in results if s.name.startswith("daily run")), key=lambda s: s.items)
-    if len(daily) > 1:
-        console.print("Scaling: " + "; ".join(f"{s.items:,} subscribers {s.seconds:.1f} s ({1e3 * s.seconds / s.items:.2f} ms each, {s.peak_mb:.0f} MB)" for s in daily))
-
-
-@main.command()
 @click.option("--host", help="Address to listen on (default: the host of DIGEST_BASE_URL).")
 @click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
 @click.pass_obj
@@ -453,90 +455,6 @@ def run_retrain(app: App, everyone: bool = False):
     report = rebuild(app.db, force=everyone)
     console.print(f"Models: {len(report.trained)} retrained, {report.unchanged} unchanged.")
     return report
-
-
-@main.command("eval")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["both", "interests", "history"]), help="Modes to run (default: all three).")
-@click.option("--k", default=100, show_default=True, help="Length of each ranking written by --rankings.")
-@click.option("--rankings", type=click.Path(dir_okay=False, path_type=Path), help="Write the production ranking, one JSON line per user.")
-@click.option("--users", "limit_users", type=int, help="Only the first N users (a quick look).")
-@click.option("--no-baselines", is_flag=True, help="Only the production ranker.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.pass_obj
-def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, rankings: Path | None, limit_users: int | None, no_baselines: bool, as_json: bool) -> None:
-    """Offline evaluation on DATASET (papers.jsonl + users.jsonl): recall@10, recall@50 and nDCG@10
-    of the production ranker and of the baselines, with the time each takes per user."""
-    from .evaluation import DatasetError, evaluate, load_dataset, write_rankings
-
-    try:
-        data = load_dataset(dataset, limit_users)
-    except DatasetError as exc:
-        fail(str(exc), BAD_INPUT)
-    modes = modes or ("both", "interests", "history")
-    errors.print(f"{data.name}: {len(data.ids):,} papers, {len(data.users):,} users; modes {', '.join(modes)}.", highlight=False)
-    with progress() as bar:
-        task = bar.add_task("evaluating", total=None)
-        results = evaluate(data, modes, k, not no_baselines, app.config.ranking, on_result=lambda r: bar.advance(task))
-    if rankings:
-        for mode in modes:
-            production = next(r for r in results if r.method == "production" and r.mode == mode)
-            path = rankings if len(modes) == 1 else rankings.with_name(f"{rankings.stem}.{mode}{rankings.suffix}")
-            write_rankings(production, path)
-            errors.print(f"Rankings ({mode}) written to {path}", highlight=False)
-    if as_json:
-        click.echo(json.dumps({"dataset": data.name, "papers": len(data.ids), "users": len(data.users), "results": [r.row() for r in results]}, indent=2))
-        return
-    table = Table(title=f"Evaluation on {data.name} ({len(data.users):,} users)")
-    for column in ("method", "mode", "recall@10", "recall@50", "nDCG@10", "ms / user"):
-        table.add_column(column, justify="left" if column in ("method", "mode") else "right")
-    for r in results:
-        table.add_row(r.method, r.mode, f"{r.recall10:.4f}", f"{r.recall50:.4f}", f"{r.ndcg10:.4f}", f"{r.ms_per_user:.2f}")
-    console.print(table)
-
-
-@main.command()
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--days", default=20, show_default=True, help="Days the candidates are replayed over.")
-@click.option("--k", default=10, show_default=True, help="Papers sent to each user a day.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the shuffle into days (where papers have no dates).")
-@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Write what each user was shown and clicked, a JSON line per user a day.")
-@click.option("--users", "limit_users", type=int, help="Only the first N users (a quick look).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Draw click-through per day to this PNG.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.pass_obj
-def simulate(app: App, dataset: Path, days: int, k: int, seed: int, log_path: Path | None, limit_users: int | None, plot_path: Path | None, as_json: bool) -> None:
-    """Replay DATASET as DAYS of new papers, send each user the top K a day through the production
-    ranking and retraining, click the relevant ones, and report click-through per day."""
-    from .evaluation import DatasetError, load_dataset, plot
-    from .evaluation import simulate as run_simulation
-
-    try:
-        data = load_dataset(dataset, limit_users)
-    except DatasetError as exc:
-        fail(str(exc), BAD_INPUT)
-    with progress() as bar:
-        task = bar.add_task("simulating", total=2 * days)
-        report = run_simulation(data, days, k, seed, app.config.ranking, log_path, on_day=lambda arm, day: bar.advance(task))
-    summary = report.summary()
-    if plot_path:
-        plot(report, plot_path, f"{data.name}: {summary['users']:,} users, top {k} a day")
-        errors.print(f"Plot written to {plot_path}", highlight=False)
-    if as_json:
-        click.echo(json.dumps({"dataset": data.name, **summary, "days_with_feedback": [d.__dict__ | {"ctr": d.ctr} for d in report.with_feedback],
-                               "days_without_feedback": [d.__dict__ | {"ctr": d.ctr} for d in report.without_feedback]}, indent=2))
-        return
-    table = Table(title=f"Simulation on {data.name}: {summary['users']:,} users, top {k} a day")
-    for column in ("day", "clicks (feedback)", "CTR (feedback)", "clicks (none)", "CTR (none)"):
-        table.add_column(column, justify="right")
-    for a, b in zip(report.with_feedback, report.without_feedback):
-        table.add_row(str(a.day), str(a.clicks), f"{a.ctr:.4f}", str(b.clicks), f"{b.ctr:.4f}")
-    console.print(table)
-    console.print(
-        f"CTR over the last 5 days: {summary['ctr_last5_with_feedback']:.4f} with feedback "
-        f"({summary['lift_last5_over_day1']:.2f} x day 1), {summary['ctr_last5_without_feedback']:.4f} without. "
-        f"{summary['seconds']:.0f} s."
-    )
 
 
 @main.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digest.evaluation import day_of_each_paper, load_dataset, metrics
+from digest_lab.evaluation import day_of_each_paper, load_dataset, metrics
 
 from .conftest import Workdir
 

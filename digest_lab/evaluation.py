@@ -25,13 +25,13 @@ import numpy as np
 from pydantic import ValidationError
 from sqlalchemy import insert
 
-from .config import RankingConfig
-from .db import Database
-from .feedback import Evidence
-from .models import Digest, DigestItem, DigestStatus, FeedbackEvent, FeedbackKind, Paper, Subscriber
-from .profiles import Profile
-from .ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
-from .training import history_from_evidence, load_histories, retrain
+from digest.config import RankingConfig
+from digest.db import Database
+from digest.feedback import Evidence
+from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, FeedbackKind, Paper, Subscriber
+from digest.profiles import Profile
+from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
+from digest.training import history_from_evidence, load_histories, retrain
 
 log = logging.getLogger(__name__)
 

@@ -33,18 +33,18 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import select
 
-from .config import load_config
-from .db import Database
-from .ingest import ingest_source
-from .ingest.readers import read
-from .links import LinkMaker, LinkSigner
-from .mail.compose import Outgoing, compose
-from .mail.render import DigestView, Renderer
-from .mail.transports import OutboxTransport, SMTPTransport
-from .mail.view import digest_view
-from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
-from .send import BATCH, DigestSender, Selection, Selector
-from .settings import PACKAGED_TEMPLATES, Settings
+from digest.config import load_config
+from digest.db import Database
+from digest.ingest import ingest_source
+from digest.ingest.readers import read
+from digest.links import LinkMaker, LinkSigner
+from digest.mail.compose import Outgoing, compose
+from digest.mail.render import DigestView, Renderer
+from digest.mail.transports import OutboxTransport, SMTPTransport
+from digest.mail.view import digest_view
+from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
+from digest.send import BATCH, DigestSender, Selection, Selector
+from digest.settings import PACKAGED_TEMPLATES, Settings
 
 log = logging.getLogger(__name__)
 #: The benchmark's own signing key (a strong one, as every key must be).
