@@ -58,10 +58,28 @@ class Dataset:
     authors: list[list[str]]
     published: list[str | None]
     users: list[User]
+    #: The day's new papers (`"new": true`); all False in a library dataset.
+    new: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.new is None:
+            self.new = np.zeros(len(self.ids), dtype=bool)
 
     @property
     def texts(self) -> list[str]:
         return [paper_text(t, a, au) for t, a, au in zip(self.titles, self.abstracts, self.authors)]
+
+    @property
+    def protocol(self) -> str:
+        """"new-papers" when any paper is marked new (every method ranks only those), else "library"."""
+        return "new-papers" if self.new.any() else "library"
+
+    def candidates(self, user: User) -> np.ndarray:
+        """The rows a method may rank for `user`: the new papers (new-papers protocol), or every
+        paper not in their history (library protocol)."""
+        mask = self.new.copy() if self.new.any() else np.ones(len(self.ids), dtype=bool)
+        mask[user.history] = False
+        return mask
 
 
 class DatasetError(ValueError):
@@ -75,7 +93,7 @@ def load_dataset(folder: str | Path, limit_users: int | None = None) -> Dataset:
     for path in (papers_file, users_file):
         if not path.is_file():
             raise DatasetError(f"{path} is missing (a dataset is a folder with papers.jsonl and users.jsonl)")
-    ids, titles, abstracts, authors, published = [], [], [], [], []
+    ids, titles, abstracts, authors, published, new = [], [], [], [], [], []
     for number, line in enumerate(papers_file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -88,7 +106,9 @@ def load_dataset(folder: str | Path, limit_users: int | None = None) -> Dataset:
         abstracts.append(paper.get("abstract") or "")
         authors.append([a for a in paper.get("authors") or [] if isinstance(a, str)])
         published.append(paper.get("published"))
+        new.append(paper.get("new") is True)
     row = {pid: i for i, pid in enumerate(ids)}
+    is_new = np.array(new, dtype=bool)
     users = []
     for number, line in enumerate(users_file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -103,11 +123,34 @@ def load_dataset(folder: str | Path, limit_users: int | None = None) -> Dataset:
             )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DatasetError(f"{users_file}:{number}: not a user ({exc})") from None
+        if is_new.any():
+            # A new paper is unread by everyone: none in a history; only new ones can be found.
+            user.history = user.history[~is_new[user.history]]
+            user.relevant = user.relevant[is_new[user.relevant]]
         if user.relevant.size:
             users.append(user)
         if limit_users and len(users) >= limit_users:
             break
-    return Dataset(folder.name, ids, titles, abstracts, authors, published, users)
+    return Dataset(folder.name, ids, titles, abstracts, authors, published, users, is_new)
+
+
+def split_new(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A library dataset re-split into the new-papers protocol: a seeded `fraction` of the papers
+    is the day's new papers; each user's papers among them are `relevant`, the rest `history`.
+
+    The users' `interests` are kept as they are, and were built from their whole library: they
+    leak the relevant papers' topics, so only mode `history` is fair on such a split."""
+    rng = np.random.default_rng(seed)
+    new = np.zeros(len(dataset.ids), dtype=bool)
+    new[rng.permutation(len(dataset.ids))[: int(round(fraction * len(dataset.ids)))]] = True
+    users = []
+    for user in dataset.users:
+        mine = np.unique(np.concatenate([user.history, user.relevant]))
+        relevant, history = mine[new[mine]], mine[~new[mine]]
+        if relevant.size:
+            users.append(User(user.id, user.interests, history, relevant))
+    return Dataset(f"{dataset.name} (new-papers split, seed {seed})", dataset.ids, dataset.titles, dataset.abstracts, dataset.authors,
+                   dataset.published, users, new)
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -160,13 +203,12 @@ def score(name: str, mode: str, dataset: Dataset, ranker: Scorer, k: int, batch:
     return Result(name, mode, *(totals / n), 1000 * elapsed / n, n, rankings)
 
 
-def _exclude_history(scores: np.ndarray, users: Sequence[User], k: int) -> list[np.ndarray]:
+def _best_candidates(scores: np.ndarray, users: Sequence[User], dataset: Dataset, k: int) -> list[np.ndarray]:
+    """Each user's top `k` of their candidates (`Dataset.candidates`), best first, ties in corpus order."""
     out = []
     for row, user in zip(scores, users):
-        row = row.astype(np.float64, copy=True)
-        row[user.history] = -np.inf
-        top = np.argpartition(-row, k)[:k]
-        out.append(top[np.argsort(-row[top], kind="stable")])
+        allowed = np.flatnonzero(dataset.candidates(user))
+        out.append(allowed[np.argsort(-row[allowed].astype(np.float64), kind="stable")[:k]])
     return out
 
 
@@ -175,14 +217,14 @@ def _exclude_history(scores: np.ndarray, users: Sequence[User], k: int) -> list[
 
 def random_baseline(dataset: Dataset, k: int, seed: int = 0) -> Scorer:
     rng = np.random.default_rng(seed)
-    return lambda users: _exclude_history(rng.random((len(users), len(dataset.ids))), users, k)
+    return lambda users: _best_candidates(rng.random((len(users), len(dataset.ids))), users, dataset, k)
 
 
 def popularity_baseline(dataset: Dataset, k: int) -> Scorer:
     """How many users have the paper in their history."""
     counts = np.bincount(np.concatenate([u.history for u in dataset.users] or [np.zeros(0, np.int64)]), minlength=len(dataset.ids)).astype(np.float64)
     counts += np.linspace(0, 1e-6, len(dataset.ids))[::-1]  # ties by position
-    return lambda users: _exclude_history(np.tile(counts, (len(users), 1)), users, k)
+    return lambda users: _best_candidates(np.tile(counts, (len(users), 1)), users, dataset, k)
 
 
 def interests_baseline(dataset: Dataset, k: int) -> Scorer:
@@ -194,7 +236,7 @@ def interests_baseline(dataset: Dataset, k: int) -> Scorer:
 
     def rank(users: Sequence[User]) -> list[np.ndarray]:
         queries = vectorizer.transform([" ".join(u.interests) for u in users])
-        return _exclude_history((queries @ docs.T).toarray(), users, k)
+        return _best_candidates((queries @ docs.T).toarray(), users, dataset, k)
 
     return rank
 
@@ -220,12 +262,12 @@ def arxiv_sanity_baseline(dataset: Dataset, k: int) -> Scorer:
         for user in users:
             y = np.zeros(x.shape[0], dtype=np.int8)
             y[user.history] = 1
-            if not user.history.size:
-                out.append(np.arange(k))
+            if not user.history.size:  # nothing to learn from: the candidates in corpus order
+                out.extend(_best_candidates(-np.arange(x.shape[0], dtype=np.float64)[None, :], [user], dataset, k))
                 continue
             svm = LinearSVC(class_weight="balanced", C=0.01, max_iter=10000, tol=1e-6)
             svm.fit(x, y)
-            out.extend(_exclude_history(svm.decision_function(x)[None, :], [user], k))
+            out.extend(_best_candidates(svm.decision_function(x)[None, :], [user], dataset, k))
         return out
 
     return rank
@@ -268,11 +310,7 @@ class Production:
 
         def rank(users: Sequence[User]) -> list[np.ndarray]:
             readers = [self.reader(position[id(u)], history_of(u.history), mode) for u in users]
-            allowed = []
-            for user in users:
-                mask = np.ones(len(self.dataset.ids), dtype=bool)
-                mask[user.history] = False
-                allowed.append(mask)
+            allowed = [self.dataset.candidates(user) for user in users]
             ranked = ranker.rank(readers, self.candidates, allowed, k=k, require_match=False, explain=False)
             return [np.array([r.index for r in items], dtype=np.int64) for items in ranked]
 
@@ -308,7 +346,9 @@ def evaluate(
     config: RankingConfig | None = None,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Every method in every mode where it applies; the production ranking keeps its top-k lists."""
+    """Every method in every mode where it applies; the production ranking keeps its top-k lists.
+    "production, content only" (without readers like you) is reported in the library protocol:
+    in the new-papers protocol nobody has read a candidate, so it is the production ranking."""
     results: list[Result] = []
 
     def add(result: Result) -> None:
@@ -322,7 +362,7 @@ def evaluate(
     community = community_of(dataset, production.config.neighbours)
     for mode in modes:
         add(score("production", mode, dataset, production.scorer(mode, k, community), k, keep=True))
-        if mode != "interests":
+        if mode != "interests" and dataset.protocol == "library":
             add(score("production, content only", mode, dataset, production.scorer(mode, k, None), k))
     if baselines:
         add(score("random", "any", dataset, random_baseline(dataset, k), k))
@@ -380,14 +420,17 @@ class SimReport:
 
 
 def day_of_each_paper(dataset: Dataset, days: int, seed: int) -> np.ndarray:
-    """The day (0..days-1) each paper appears on: by `published` where every paper has one, else a
-    seeded shuffle into equal days."""
-    n = len(dataset.ids)
-    if all(dataset.published) and n:
-        order = np.argsort(np.array([str(p) for p in dataset.published]), kind="stable")
+    """The day (0..days-1) each replayed paper appears on, -1 for the others: the papers marked new
+    (new-papers protocol) or all (library protocol), by `published` where every one has a date,
+    else a seeded shuffle into equal days."""
+    day = np.full(len(dataset.ids), -1, dtype=np.int64)
+    replayed = np.flatnonzero(dataset.new) if dataset.new.any() else np.arange(len(dataset.ids))
+    n = replayed.size
+    published = [dataset.published[i] for i in replayed]
+    if n and all(published):
+        order = replayed[np.argsort(np.array([str(p) for p in published]), kind="stable")]
     else:
-        order = np.random.default_rng(seed).permutation(n)
-    day = np.empty(n, dtype=np.int64)
+        order = replayed[np.random.default_rng(seed).permutation(n)]
     day[order] = np.arange(n) * days // max(n, 1)
     return day
 
@@ -456,18 +499,18 @@ def simulate(
     log_path: str | Path | None = None,
     on_day: Callable[[str, SimDay], None] | None = None,
 ) -> SimReport:
-    """Each user joins as a new subscriber, with their interests and no clicks, beside established
-    readers (every user's library: what "readers like you" draws on, the user's own never counting
-    for them). Every day the papers of that day (not in their library) are ranked, the top `k` are
-    sent, and the simulated reader clicks those in `relevant`. With feedback, the clicks are
-    stored as events, retrained on, and join the readers' evidence before the next day; without,
-    the same service never learns from them."""
+    """Each user joins as a new subscriber with their interests and no clicks. The new papers
+    (or, in a library dataset, all papers) are replayed over `days`; every day each user is sent
+    the top `k` of that day's papers (never one of their own library), through the production
+    ranking, and clicks those in `relevant`. Nobody has a paper before its day: "readers like
+    you" draw only on the clicks made here on earlier days. With feedback, the clicks are stored
+    as events, retrained on and join the readers' evidence before the next day; without, the
+    same service never learns from them."""
     began = time.perf_counter()
     production = Production.fit(dataset, config)
     paper_day = day_of_each_paper(dataset, days, seed)
     relevant = [set(u.relevant.tolist()) for u in dataset.users]
     excluded = [u.history for u in dataset.users]
-    established = [u.history.tolist() for u in dataset.users]
     log_handle = open(log_path, "w", encoding="utf-8") if log_path else None
     report = {"with": [], "without": []}
     try:
@@ -478,12 +521,10 @@ def simulate(
                 today = paper_day == day
                 for arm in ("with", "without"):
                     feedback = arm == "with"
-                    # The service's established readers (their libraries) and what users clicked so far.
-                    clicks = {i: list(rows) for i, rows in enumerate(established)}
-                    if feedback:
-                        for u, h in histories.items():
-                            clicks[u] = clicks[u] + h.positive_papers
-                    community = Community(clicks, production.config.neighbours)
+                    # Readers like you: only the clicks made here, on earlier days.
+                    community = None
+                    if feedback and histories:
+                        community = Community({u: h.positive_papers for u, h in histories.items() if h.positives}, production.config.neighbours)
                     ranker = production.ranker(community)
                     readers = [
                         production.reader(i, histories.get(i, History()) if feedback else History(), "both")
