@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -77,7 +78,7 @@ class App:
 
 
 def fail(message: str, code: int) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a message's own [brackets] are text
     sys.exit(code)
 
 
@@ -408,7 +409,7 @@ def retrain(app: App, everyone: bool) -> None:
 def run_retrain(app: App, everyone: bool = False):
     from .training import retrain as rebuild
 
-    report = rebuild(app.db, force=everyone)
+    report = rebuild(app.db, force=everyone, config=app.config.ranking)
     console.print(f"Models: {len(report.trained)} retrained, {report.unchanged} unchanged.")
     return report
 

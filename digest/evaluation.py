@@ -17,8 +17,8 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,8 @@ from .db import Database
 from .feedback import Evidence
 from .models import Digest, DigestItem, DigestStatus, FeedbackEvent, FeedbackKind, Paper, Subscriber
 from .profiles import Profile
-from .ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
-from .training import history_from_evidence, load_histories, retrain
+from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranker, Reader, TextModel, paper_text
+from .training import PaperFeatures, learn, load_histories, retrain
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,12 @@ class Result:
     ms_per_user: float
     users: int
     rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    #: The production models' learning (the nightly retrain's work), apart from ranking.
+    train_ms_per_user: float = 0.0
 
     def row(self) -> dict:
         return {"method": self.method, "mode": self.mode, "recall@10": self.recall10, "recall@50": self.recall50,
-                "nDCG@10": self.ndcg10, "ms_per_user": self.ms_per_user, "users": self.users}
+                "nDCG@10": self.ndcg10, "ms_per_user": self.ms_per_user, "train_ms_per_user": self.train_ms_per_user, "users": self.users}
 
 
 Scorer = Callable[[Sequence[User]], list[np.ndarray]]  # users -> each user's ranked paper rows
@@ -278,7 +280,9 @@ def arxiv_sanity_baseline(dataset: Dataset, k: int) -> Scorer:
 
 @dataclass
 class Production:
-    """The production ranker, fitted once on the dataset's corpus."""
+    """The production ranker, fitted once on the dataset's corpus: the text model, every paper as
+    a candidate (each user may rank only theirs: `Dataset.candidates`), as an example, and as the
+    pool pseudo-relevance feedback draws on; each user's history learned by `training.learn`."""
 
     dataset: Dataset
     config: RankingConfig
@@ -286,19 +290,41 @@ class Production:
     candidates: Candidates
     examples: Examples
     interests: list[Interests]
+    pool: Pool
+    features: PaperFeatures
+    phrase_embedder: Callable[[Sequence[str]], np.ndarray] | None = None
+    histories: list[History] = field(default_factory=list)
+    train_seconds: float = 0.0
+    offered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # candidate row -> paper row
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: RankingConfig | None = None) -> "Production":
+    def fit(cls, dataset: Dataset, config: RankingConfig | None = None, embeddings: np.ndarray | None = None,
+            phrase_embedder: Callable[[Sequence[str]], np.ndarray] | None = None, learn_histories: bool = True) -> "Production":
+        config = config or RankingConfig()
         interests = [profile_interests(u) for u in dataset.users]
         model = TextModel()
         counts = model.fit_counts(dataset.texts, keep=[p for i in interests for p in i.all_phrases()])
-        rows = range(len(dataset.ids))
-        candidates = Candidates.build(model, list(rows), counts, dataset.authors, [[] for _ in rows])
-        examples = Examples(candidates.vectors, {r: r for r in rows}, dict(zip(rows, dataset.titles)))
-        return cls(dataset, config or RankingConfig(), model, candidates, examples, interests)
+        rows = list(range(len(dataset.ids)))
+        # Candidates are the papers anyone may be offered: the new ones, or (library) all.
+        offered = np.flatnonzero(dataset.new) if dataset.new.any() else np.arange(len(rows))
+        candidates = Candidates.build(model, offered.tolist(), counts[offered], [dataset.authors[i] for i in offered], [[] for _ in offered],
+                                      embeddings[offered] if embeddings is not None else None)
+        examples = Examples.build(model, list(zip(rows, dataset.titles)), counts, embeddings)
+        # The pool is the recent corpus: the day's new papers are the most recent (put last).
+        recent = np.argsort(dataset.new, kind="stable")[-config.prf_pool :] if config.prf_pool else np.zeros(0, np.int64)
+        pool = Pool.build(model, counts[recent], embeddings[recent] if embeddings is not None else None)
+        features = PaperFeatures(model, {r: r for r in rows}, examples.vectors)
+        production = cls(dataset, config, model, candidates, examples, interests, pool, features, phrase_embedder, offered=offered)
+        if phrase_embedder is not None:  # as production keeps its subscribers' phrase vectors: not part of ranking's time
+            phrase_embedder(sorted({p for i in interests for p in i.all_phrases()}))
+        if learn_histories:
+            began = time.perf_counter()
+            production.histories = [learn(Evidence(positive=[int(r) for r in u.history]), features, config)[0] for u in dataset.users]
+            production.train_seconds = time.perf_counter() - began
+        return production
 
     def ranker(self, community: Community | None) -> Ranker:
-        return Ranker(self.model, self.config, self.examples, community, chunk=128)
+        return Ranker(self.model, self.config, self.examples, community, chunk=128, pool=self.pool, phrase_embedder=self.phrase_embedder)
 
     def reader(self, index: int, history: History, mode: str) -> Reader:
         interests = self.interests[index] if mode != "history" else Interests(())
@@ -309,10 +335,10 @@ class Production:
         position = {id(u): i for i, u in enumerate(self.dataset.users)}
 
         def rank(users: Sequence[User]) -> list[np.ndarray]:
-            readers = [self.reader(position[id(u)], history_of(u.history), mode) for u in users]
-            allowed = [self.dataset.candidates(user) for user in users]
+            readers = [self.reader(position[id(u)], self.histories[position[id(u)]] if self.histories else History(), mode) for u in users]
+            allowed = [self.dataset.candidates(user)[self.offered] for user in users]
             ranked = ranker.rank(readers, self.candidates, allowed, k=k, require_match=False, explain=False)
-            return [np.array([r.index for r in items], dtype=np.int64) for items in ranked]
+            return [self.offered[[r.index for r in items]].astype(np.int64) for items in ranked]
 
         return rank
 
@@ -328,11 +354,6 @@ def profile_interests(user: User) -> Interests:
     return Interests.from_subscriber(profile)
 
 
-def history_of(rows: Iterable[int]) -> History:
-    """Past clicks as the retraining code turns them into a subscriber's examples."""
-    return history_from_evidence(Evidence(positive=[int(r) for r in rows]))
-
-
 def community_of(dataset: Dataset, neighbours: int) -> Community:
     """Every user's clicks: what "readers like you" draws on."""
     return Community({i: [int(r) for r in u.history] for i, u in enumerate(dataset.users)}, neighbours)
@@ -345,6 +366,8 @@ def evaluate(
     baselines: bool = True,
     config: RankingConfig | None = None,
     on_result: Callable[[Result], None] | None = None,
+    embeddings: np.ndarray | None = None,
+    phrase_embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> list[Result]:
     """Every method in every mode where it applies; the production ranking keeps its top-k lists.
     "production, content only" (without readers like you) is reported in the library protocol:
@@ -357,11 +380,14 @@ def evaluate(
             on_result(result)
 
     began = time.perf_counter()
-    production = Production.fit(dataset, config)
-    log.info("production text model fitted in %.1f s", time.perf_counter() - began)
+    production = Production.fit(dataset, config, embeddings, phrase_embedder, learn_histories=any(m != "interests" for m in modes))
+    log.info("production fitted in %.1f s (of which %.1f s learning the users' models)", time.perf_counter() - began, production.train_seconds)
+    train_ms = 1000 * production.train_seconds / max(len(dataset.users), 1)
     community = community_of(dataset, production.config.neighbours)
     for mode in modes:
-        add(score("production", mode, dataset, production.scorer(mode, k, community), k, keep=True))
+        result = score("production", mode, dataset, production.scorer(mode, k, community), k, keep=True)
+        result.train_ms_per_user = train_ms if mode != "interests" else 0.0
+        add(result)
         if mode != "interests" and dataset.protocol == "library":
             add(score("production, content only", mode, dataset, production.scorer(mode, k, None), k))
     if baselines:
@@ -437,7 +463,8 @@ def day_of_each_paper(dataset: Dataset, days: int, seed: int) -> np.ndarray:
 
 class SimulatedService:
     """A real database behind the simulation: subscribers, sent digests and click events, so that
-    learning goes through `feedback.gather_evidence` and `training.retrain` as in production."""
+    learning goes through `feedback.gather_evidence` and `training.retrain` as in production.
+    Paper `i` of the dataset is paper `i + 1` here, user `u` subscriber `u + 1`."""
 
     def __init__(self, dataset: Dataset, folder: Path) -> None:
         self.db = Database(f"sqlite:///{folder / 'simulate.db'}")
@@ -480,14 +507,13 @@ class SimulatedService:
                 if rows_:
                     session.execute(insert(table), rows_)
 
-    def histories(self) -> dict[int, History]:
-        """Each user's model as `digest retrain` leaves it, in dataset rows."""
-        retrain(self.db)
+    def histories(self, production: "Production", day: int) -> dict[int, History]:
+        """Each user's model as `digest retrain` leaves it after `day`, in dataset rows (the
+        dataset's text model gives the papers' vectors)."""
+        features = PaperFeatures(production.model, {r + 1: r for r in range(len(self.dataset.ids))}, production.features.vectors)
+        retrain(self.db, now=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc) + dt.timedelta(days=day), config=production.config, features=features)
         stored = load_histories(self.db, range(1, len(self.dataset.users) + 1))
-        return {
-            subscriber - 1: History(tuple(p - 1 for p in h.papers), h.weights, h.positives)
-            for subscriber, h in stored.items()
-        }
+        return {subscriber - 1: replace(h, papers=tuple(p - 1 for p in h.papers)) for subscriber, h in stored.items()}
 
 
 def simulate(
@@ -498,19 +524,20 @@ def simulate(
     config: RankingConfig | None = None,
     log_path: str | Path | None = None,
     on_day: Callable[[str, SimDay], None] | None = None,
+    embeddings: np.ndarray | None = None,
+    phrase_embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> SimReport:
     """Each user joins as a new subscriber with their interests and no clicks. The new papers
     (or, in a library dataset, all papers) are replayed over `days`; every day each user is sent
     the top `k` of that day's papers (never one of their own library), through the production
     ranking, and clicks those in `relevant`. Nobody has a paper before its day: "readers like
     you" draw only on the clicks made here on earlier days. With feedback, the clicks are stored
-    as events, retrained on and join the readers' evidence before the next day; without, the
-    same service never learns from them."""
+    as events, retrained on (`training.retrain`) and join the readers' evidence before the next
+    day; without, the same service never learns from them."""
     began = time.perf_counter()
-    production = Production.fit(dataset, config)
+    production = Production.fit(dataset, config, embeddings, phrase_embedder, learn_histories=False)
     paper_day = day_of_each_paper(dataset, days, seed)
     relevant = [set(u.relevant.tolist()) for u in dataset.users]
-    excluded = [u.history for u in dataset.users]
     log_handle = open(log_path, "w", encoding="utf-8") if log_path else None
     report = {"with": [], "without": []}
     try:
@@ -521,7 +548,6 @@ def simulate(
                 today = paper_day == day
                 for arm in ("with", "without"):
                     feedback = arm == "with"
-                    # Readers like you: only the clicks made here, on earlier days.
                     community = None
                     if feedback and histories:
                         community = Community({u: h.positive_papers for u, h in histories.items() if h.positives}, production.config.neighbours)
@@ -531,12 +557,12 @@ def simulate(
                         for i in range(len(dataset.users))
                     ]
                     allowed = []
-                    for user_rows in excluded:
+                    for user in dataset.users:
                         mask = today.copy()
-                        mask[user_rows] = False
-                        allowed.append(mask)
+                        mask[user.history] = False
+                        allowed.append(mask[production.offered])
                     ranked = ranker.rank(readers, production.candidates, allowed, k=k, require_match=False, explain=False)
-                    shown = [np.array([r.index for r in items], dtype=np.int64) for items in ranked]
+                    shown = [production.offered[[r.index for r in items]].astype(np.int64) for items in ranked]
                     clicked = [set(rows.tolist()) & rel for rows, rel in zip(shown, relevant)]
                     result = SimDay(day + 1, sum(len(s) for s in shown), sum(len(c) for c in clicked))
                     report[arm].append(result)
@@ -548,7 +574,7 @@ def simulate(
                                                          "shown": [dataset.ids[r] for r in rows], "clicked": [dataset.ids[r] for r in rows if r in clicks]}) + "\n")
                     if feedback:
                         service.record(day, shown, clicked)
-                histories = service.histories()
+                histories = service.histories(production, day)
     finally:
         if log_handle:
             log_handle.close()

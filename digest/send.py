@@ -30,11 +30,11 @@ from .delivery import Delivered, DeliveryError, Transport
 from .links import LinkMaker, LinkSigner
 from .mail import Outgoing, compose, message_id
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
-from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
+from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
 from .render import DigestView, ItemView, RenderedDigest, Renderer, author_line, shorten
 from .schedule import is_due, local_date
 from .settings import Settings
-from .training import community_clicks, history_papers, load_histories
+from .training import community_clicks, history_papers, load_histories, recent_corpus
 
 log = logging.getLogger(__name__)
 
@@ -158,16 +158,13 @@ class Selector:
 
     def _load(self, since: dt.datetime, subscribers: Sequence[Subscriber]) -> None:
         """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
-        the candidates (papers first seen since `since`) once for everyone."""
-        fit_since = min(since, self.now - dt.timedelta(days=self.config.ranking.fit_days))
+        the candidates (papers first seen since `since`) once for everyone, and the most recent
+        papers that pseudo-relevance feedback draws on."""
+        cfg = self.config.ranking
+        fit_since = min(since, self.now - dt.timedelta(days=cfg.fit_days))
         history_ids = history_papers(self.db, [s.id for s in subscribers])
+        corpus = recent_corpus(self.db, fit_since, self.now, history_ids)
         with self.db.session() as session:
-            corpus = list(session.exec(
-                select(Paper).where(col(Paper.first_seen) >= fit_since, col(Paper.first_seen) <= self.now).order_by(Paper.id)
-            ).all())
-            known = {p.id for p in corpus}
-            wanted = history_ids - known
-            corpus += [p for part in chunks(sorted(wanted)) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
             sent = session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
                 .join(Digest, col(Digest.id) == DigestItem.digest_id)
@@ -183,14 +180,16 @@ class Selector:
         phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
         self.model = TextModel()
         counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
+        row = {p.id: i for i, p in enumerate(corpus)}
+        example_ids = sorted(p for p in history_ids if p in row)
+        recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
         self.candidates = Candidates.build(
             self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers]
         )
-        row = {p.id: i for i, p in enumerate(corpus)}
-        example_ids = sorted(p for p in history_ids if p in row)
         examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]])
-        community = Community(community_clicks(self.db), self.config.ranking.neighbours)
-        self.ranker = Ranker(self.model, self.config.ranking, examples, community)
+        pool = Pool.build(self.model, counts[recent]) if recent else None
+        community = Community(community_clicks(self.db), cfg.neighbours)
+        self.ranker = Ranker(self.model, cfg, examples, community, pool=pool)
         self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
         self._ids = np.array([p.id for p in self.papers])
 

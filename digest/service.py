@@ -149,7 +149,7 @@ class Service:
                 self.sync_profiles()
                 self.sync_jobs()
             elif kind == "retrain":
-                retrain(self.db)
+                retrain(self.db, config=self.config.ranking)
             else:
                 log.error("unknown job %s", kind)
         except Exception:
