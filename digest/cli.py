@@ -141,6 +141,21 @@ def ingest(app: App, sources: tuple[str, ...]) -> None:
 
 
 def run_ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
+    """Ingest, then (with the semantic extra and DIGEST_EMBEDDING_MODEL) embed the new papers."""
+    from .embeddings import embed_new, last_paper
+
+    before = last_paper(app.db) if app.settings.embedding_model else 0
+    results = _ingest(app, sources)
+    if app.settings.embedding_model and any(r.new for r in results):
+        with progress() as bar:
+            bar.add_task("embedding the new papers", total=None)
+            made = embed_new(app.db, app.settings.embedding_model, before)
+        if made:
+            console.print(f"Embedded {made} new papers.")
+    return results
+
+
+def _ingest(app: App, sources: tuple[str, ...]) -> list[IngestResult]:
     if sources:
         specs = [SourceSpec(s) for s in sources]
     else:
@@ -383,6 +398,32 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
 
 
 @main.command()
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Papers first seen in the last DAYS days (default: the ranking's fit_days).")
+@click.option("--all", "everything", is_flag=True, help="Every paper in the database.")
+@click.pass_obj
+def embed(app: App, days: float | None, everything: bool) -> None:
+    """Compute the sentence embeddings that papers lack (semantic extra, DIGEST_EMBEDDING_MODEL):
+    for papers met before the model was set. New papers are embedded at ingest."""
+    from .embeddings import Embedder, EmbeddingUnavailable, embed_papers, missing_papers, papers_since
+
+    model = app.settings.embedding_model
+    if not model:
+        fail("DIGEST_EMBEDDING_MODEL is not set: name a fastembed model or a local model folder", BAD_INPUT)
+    try:
+        embedder = Embedder(model)
+    except EmbeddingUnavailable as exc:
+        fail(str(exc), BAD_INPUT)
+    since = None if everything else dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days or app.config.ranking.fit_days)
+    todo = missing_papers(app.db, embedder.key, None if since is None else papers_since(app.db, since))
+    began = dt.datetime.now()
+    with progress() as bar:
+        task = bar.add_task("embedding", total=len(todo))
+        done = embed_papers(app.db, embedder, todo, on_batch=lambda n: bar.advance(task, n))
+    seconds = (dt.datetime.now() - began).total_seconds()
+    console.print(f"Embedded {done} papers with {embedder.key} in {seconds:.1f} s" + (f" ({done / seconds:.1f} papers/s)." if done and seconds else "."))
+
+
+@main.command()
 @click.option("--host", help="Address to listen on (default: the host of DIGEST_BASE_URL).")
 @click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
 @click.pass_obj
@@ -448,9 +489,11 @@ def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, ra
     modes = modes or (("history",) if split_seed is not None else ("both", "interests", "history"))
     errors.print(f"{data.name}: {len(data.ids):,} papers ({int(data.new.sum()):,} new), {len(data.users):,} users; {data.protocol} protocol; "
                  f"modes {', '.join(modes)}.", highlight=False)
+    vectors, embedder = semantic_data(app, data)
     with progress() as bar:
         task = bar.add_task("evaluating", total=None)
-        results = evaluate(data, modes, k, not no_baselines, app.config.ranking, on_result=lambda r: bar.advance(task))
+        results = evaluate(data, modes, k, not no_baselines, app.config.ranking, on_result=lambda r: bar.advance(task),
+                           embeddings=vectors, phrase_embedder=embedder.phrases if embedder else None)
     if rankings:
         for mode in modes:
             production = next(r for r in results if r.method == "production" and r.mode == mode)
@@ -467,6 +510,26 @@ def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, ra
     for r in results:
         table.add_row(r.method, r.mode, f"{r.recall10:.4f}", f"{r.recall50:.4f}", f"{r.ndcg10:.4f}", f"{r.ms_per_user:.2f}")
     console.print(table)
+
+
+def semantic_data(app: App, data) -> tuple:
+    """With DIGEST_EMBEDDING_MODEL (and the semantic extra): the dataset's embeddings (cached in
+    var/eval-embeddings) and the embedder, as production would rank with them; else (None, None)."""
+    model = app.settings.embedding_model
+    if not model:
+        return None, None
+    from .embeddings import Embedder, EmbeddingUnavailable
+    from .evaluation import dataset_embeddings
+
+    try:
+        embedder = Embedder(model)
+    except EmbeddingUnavailable as exc:
+        fail(str(exc), BAD_INPUT)
+    errors.print(f"Semantic: {embedder.key}", highlight=False)
+    with progress() as bar:
+        bar.add_task("embedding the papers (cached after the first run)", total=None)
+        vectors = dataset_embeddings(data, embedder, Path("var") / "eval-embeddings")
+    return vectors, embedder
 
 
 @main.command()
@@ -489,9 +552,11 @@ def simulate(app: App, dataset: Path, days: int, k: int, seed: int, log_path: Pa
         data = load_dataset(dataset, limit_users)
     except DatasetError as exc:
         fail(str(exc), BAD_INPUT)
+    vectors, embedder = semantic_data(app, data)
     with progress() as bar:
         task = bar.add_task("simulating", total=2 * days)
-        report = run_simulation(data, days, k, seed, app.config.ranking, log_path, on_day=lambda arm, day: bar.advance(task))
+        report = run_simulation(data, days, k, seed, app.config.ranking, log_path, on_day=lambda arm, day: bar.advance(task),
+                                embeddings=vectors, phrase_embedder=embedder.phrases if embedder else None)
     summary = report.summary()
     if plot_path:
         plot(report, plot_path, f"{data.name}: {summary['users']:,} users, top {k} a day")

@@ -400,6 +400,29 @@ def evaluate(
     return results
 
 
+def dataset_embeddings(dataset: Dataset, embedder, cache: Path | None = None) -> np.ndarray:
+    """The papers' embeddings, as the semantic extra computes them at ingest (`embeddings.paper_passage`),
+    kept in `cache` (a folder) by the dataset's text and the model, since embedding a corpus takes minutes."""
+    import hashlib
+
+    from .embeddings import paper_passage
+
+    passages = [paper_passage(t, a) for t, a in zip(dataset.titles, dataset.abstracts)]
+    key = hashlib.sha1("\x00".join([embedder.key, *passages]).encode()).hexdigest()[:16]
+    path = cache / f"{key}.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        vectors = np.load(path)
+        if vectors.shape[0] == len(passages):
+            return vectors
+    began = time.perf_counter()
+    vectors = np.concatenate([embedder.embed(passages[i : i + 256]) for i in range(0, len(passages), 256)]) if passages else np.zeros((0, embedder.dim), np.float32)
+    log.info("embedded %d papers in %.1f s", len(passages), time.perf_counter() - began)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors.astype(np.float32))
+    return vectors
+
+
 def write_rankings(result: Result, path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for user, ranked in result.rankings.items():

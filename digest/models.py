@@ -208,3 +208,21 @@ class SubscriberModel(SQLModel, table=True):
     evidence_until: dt.datetime | None = _utc(default=None)
     trained_at: dt.datetime = _utc(default_factory=utcnow)
 
+
+class PaperEmbedding(SQLModel, table=True):
+    """A paper's sentence embedding under one model (the `semantic` extra): float16 bytes."""
+
+    paper_id: int = Field(foreign_key="paper.id", primary_key=True)
+    #: The model's name, or the resolved path of a local model folder.
+    model: str = Field(primary_key=True, max_length=512)
+    dim: int
+    vector: bytes
+    created_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class PhraseEmbedding(SQLModel, table=True):
+    """An interest phrase's sentence embedding under one model: embedded once, float16 bytes."""
+
+    phrase: str = Field(primary_key=True, max_length=512)
+    model: str = Field(primary_key=True, max_length=512)
+    vector: bytes

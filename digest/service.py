@@ -36,6 +36,7 @@ from sqlmodel import select
 from .config import AppConfig, load_config
 from .db import Database
 from .delivery import make_transport
+from .embeddings import embed_new, last_paper
 from .ingest import SourceSpec, ingest_source
 from .models import Subscriber, utcnow
 from .profiles import sync_profiles
@@ -168,7 +169,10 @@ class Service:
         if source is None:
             log.warning("source %r is no longer configured", name)
             return
-        ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers))
+        before = last_paper(self.db) if self.settings.embedding_model else 0
+        result = ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers))
+        if result.new and self.settings.embedding_model:
+            embed_new(self.db, self.settings.embedding_model, before)
 
     def sync_profiles(self) -> None:
         report = sync_profiles(self.db, self.settings.profiles_dir)

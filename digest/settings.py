@@ -52,6 +52,8 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     #: Earlier keys still accepted for tracked links, so that rotating the key keeps old mail working.
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: With the `semantic` extra: a fastembed model name or a local model folder (None: TF-IDF only).
+    embedding_model: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> "Settings":
@@ -109,6 +111,7 @@ class Settings:
             base_url=base_url,
             secret_key=get("DIGEST_SECRET_KEY"),
             old_secret_keys=old_keys,
+            embedding_model=get("DIGEST_EMBEDDING_MODEL"),
         )
 
     def require_secret_key(self) -> str:
