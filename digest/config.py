@@ -118,10 +118,12 @@ class RankingConfig(BaseModel):
     #: How many similar readers vote.
     neighbours: int = Field(default=50, ge=1)
     #: The top places are shared out over the interests in proportion to their weights, among the
-    #: papers that match them and score at least `quota_floor` of the best (good matches); false:
-    #: by score alone.
+    #: papers that match them well: scoring at least `quota_floor` of the reader's best (times the
+    #: interest's weight over the largest) and `quota_interest_floor` of the interest's own best;
+    #: false: by score alone.
     interest_quota: bool = True
-    quota_floor: float = Field(default=0.5, ge=0, le=1)
+    quota_floor: float = Field(default=0.4, ge=0, le=1)
+    quota_interest_floor: float = Field(default=0.0, ge=0, le=1)
     #: Near-duplicates at the top: papers whose cosine passes `duplicate_similarity` are pushed
     #: apart (maximal marginal relevance) with this weight; 0 ranks by score alone.
     diversity: float = Field(default=0.5, ge=0, lt=1)

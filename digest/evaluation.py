@@ -308,7 +308,8 @@ class Production:
         # Candidates are the papers anyone may be offered: the new ones, or (library) all.
         offered = np.flatnonzero(dataset.new) if dataset.new.any() else np.arange(len(rows))
         candidates = Candidates.build(model, offered.tolist(), counts[offered], [dataset.authors[i] for i in offered], [[] for _ in offered],
-                                      embeddings[offered] if embeddings is not None else None)
+                                      embeddings[offered] if embeddings is not None else None, texts=[dataset.texts[i] for i in offered],
+                                      phrases=[p for i in interests for p in i.all_phrases()])
         examples = Examples.build(model, list(zip(rows, dataset.titles)), counts, embeddings)
         # The pool is the recent corpus: the day's new papers are the most recent (put last).
         recent = np.argsort(dataset.new, kind="stable")[-config.prf_pool :] if config.prf_pool else np.zeros(0, np.int64)

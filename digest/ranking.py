@@ -175,14 +175,18 @@ class Candidates:
     author_index: dict[str, set[int]]  # author key (full, or initial form) -> rows
     category_index: dict[str, set[int]]
     embeddings: np.ndarray | None = None  # unit sentence embeddings (rows), with the semantic extra
+    near: sparse.csr_matrix | None = None  # the phrases' word pairs each paper holds close together
     _similarity: np.ndarray | None = field(default=None, repr=False)
     _docs_t: sparse.csr_matrix | None = field(default=None, repr=False)
 
     @classmethod
     def build(
         cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]],
-        embeddings: np.ndarray | None = None,
+        embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None, phrases: Iterable[str] | None = None,
     ) -> "Candidates":
+        """`texts`: where given, a phrase's words count as together when close (`TextModel.near`;
+        `phrases`, the readers' interests and avoids, limit the work to their words), else only
+        as written."""
         present = counts.copy()
         present.data[:] = 1
         author_index: dict[str, set[int]] = {}
@@ -198,9 +202,10 @@ class Candidates:
             for cat in cats:
                 category_index.setdefault(cat, set()).add(row)
         docs = model.bm25(counts)
+        near = model.near(texts, phrases) if texts is not None else None
         return cls(
             np.asarray(ids), docs, model.word_part(model.queries(counts)), present.tocsr(), model.typicality(docs),
-            [list(a) for a in authors], [list(c) for c in categories], author_index, category_index, embeddings,
+            [list(a) for a in authors], [list(c) for c in categories], author_index, category_index, embeddings, near,
         )
 
     def __len__(self) -> int:
@@ -367,16 +372,17 @@ def mmr(
     """The first `depth` places of a list sorted best first, chosen one at a time; later places
     follow the scores.
 
-    With `groups` (each item's interest, -1 for none) and `shares` (each interest's weight), the
-    places are shared out: the interest that fills the next place is the one furthest below its
-    share of the places taken so far (Sainte-Laguë: share / (2 x places + 1)), among those with
-    items left; `free_share` is a share of places that go by score alone (the weight of what the
-    subscriber's clicks say), and an item of no interest is taken in an interest's turn when its
-    score beats that interest's best. Within a turn, maximal marginal relevance picks the item:
-    its relevance (scaled to the best) traded against how far its likeness to what was picked
-    goes beyond `duplicate` (cosine). Only near-duplicates are pushed apart: papers merely on the
-    same topic are what the subscriber asked for (measured: a penalty on all likeness cost 8%
-    nDCG@10 on real text)."""
+    With `groups` (items x interests: which interests each item is a good match of) and `shares`
+    (each interest's weight), the places are shared out: the interest that fills the next place
+    is the one furthest below its share of the places taken so far (Sainte-Laguë: share /
+    (2 x places + 1)), among those with items left; an item matching several interests can fill
+    the place of any of them. `free_share` is a share of places that go by score alone (the
+    weight of what the subscriber's clicks say), and an item of no interest is taken in an
+    interest's turn when its score beats that interest's best. Within a turn, maximal marginal
+    relevance picks the item: its relevance (scaled to the best) traded against how far its
+    likeness to what was picked goes beyond `duplicate` (cosine). Only near-duplicates are pushed
+    apart: papers merely on the same topic are what the subscriber asked for (measured: a penalty
+    on all likeness cost 8% nDCG@10 on real text)."""
     shared = groups is not None and shares is not None and len(shares) > 1
     if (diversity <= 0 and not shared) or len(order) <= 1:
         return [int(i) for i in order[:k]]
@@ -397,12 +403,12 @@ def mmr(
         taken_rows = set(picked)
         return picked + [int(i) for i in order if int(i) not in taken_rows][: k - len(picked)]
     if shared:
-        group = groups[: len(pool)]
+        member = groups[: len(pool)]
         weight = np.append(np.asarray(shares, np.float64), free_share)  # the last: places by score alone
         taken = np.zeros(len(weight))
-        remaining = np.bincount(group[group >= 0], minlength=len(shares))
-        members = [np.flatnonzero(group == g) for g in range(len(shares))]
-        outside = np.flatnonzero(group < 0)
+        remaining = member.sum(axis=0)
+        members = [np.flatnonzero(member[:, g]) for g in range(len(shares))]
+        outside = np.flatnonzero(~member.any(axis=1))
     chosen: list[int] = []
     closest = np.zeros(len(pool))
     available = np.ones(len(pool), dtype=bool)
@@ -423,8 +429,8 @@ def mmr(
                 taken[turn] += 1
         chosen.append(pick)
         available[pick] = False
-        if shared and group[pick] >= 0:
-            remaining[group[pick]] -= 1
+        if shared:
+            remaining -= member[pick]
         closest = np.maximum(closest, similar[pick])
     picked = [int(pool[i]) for i in chosen]
     taken_rows = set(picked)
@@ -432,38 +438,41 @@ def mmr(
     return picked
 
 
-def _share_out(pool: np.ndarray, group: np.ndarray, shares: np.ndarray, free_share: float, places: int) -> list[int]:
+def _share_out(pool: np.ndarray, member: np.ndarray, shares: np.ndarray, free_share: float, places: int) -> list[int]:
     """`mmr`'s sharing out when nothing is to be pushed apart, in plain Python over a few dozen
-    items: each turn (Sainte-Laguë) takes its interest's best item, unless an item of no
+    items: each turn (Sainte-Laguë) takes its interest's best item left, unless an item of no
     interest scores higher; a free turn takes the best item left."""
-    queues = [[int(pool[j]) for j in np.flatnonzero(group == g)] for g in range(len(shares))]
-    outside = [int(pool[j]) for j in np.flatnonzero(group < 0)]
-    rank = {int(item): n for n, item in enumerate(pool)}  # pool is best first
+    count = len(shares)
+    queues = [np.flatnonzero(member[:, g]).tolist() for g in range(count)]  # positions in pool, best first
+    outside = np.flatnonzero(~member.any(axis=1)).tolist()
     weight = [*shares.tolist(), free_share]
-    taken = [0] * len(weight)
-    heads = [0] * len(queues)
+    taken = [0] * (count + 1)
+    heads = [0] * count
     out_head = 0
+    used: set[int] = set()
     picked: list[int] = []
     while len(picked) < min(places, len(pool)):
-        left = [heads[g] < len(queues[g]) for g in range(len(queues))]
+        for g in range(count):  # an item taken for another interest is gone from this one's queue
+            while heads[g] < len(queues[g]) and queues[g][heads[g]] in used:
+                heads[g] += 1
+        left = [heads[g] < len(queues[g]) for g in range(count)]
         if not any(left):
             break
-        turns = [weight[g] / (2 * taken[g] + 1) if g == len(queues) and free_share > 0 or g < len(queues) and left[g] else -1.0 for g in range(len(weight))]
-        turn = max(range(len(turns)), key=lambda g: (turns[g], -g))
-        candidates = [(rank[queues[g][heads[g]]], g) for g in range(len(queues)) if left[g]] if turn == len(queues) else [(rank[queues[turn][heads[turn]]], turn)]
-        if out_head < len(outside):
-            candidates.append((rank[outside[out_head]], -1))
-        _, chosen_group = min(candidates)
-        if chosen_group < 0:
-            picked.append(outside[out_head])
+        turns = [weight[g] / (2 * taken[g] + 1) if left[g] else -1.0 for g in range(count)] + [weight[count] / (2 * taken[count] + 1) if free_share > 0 else -1.0]
+        turn = max(range(count + 1), key=lambda g: (turns[g], -g))
+        options = [queues[g][heads[g]] for g in range(count) if left[g]] if turn == count else [queues[turn][heads[turn]]]
+        best = min(options)
+        if out_head < len(outside) and outside[out_head] < best:
+            best = outside[out_head]
             out_head += 1
-        else:
-            picked.append(queues[chosen_group][heads[chosen_group]])
-            heads[chosen_group] += 1
-        if turn == len(queues) or chosen_group == turn:  # a free turn is used whatever it takes
+        elif turn < count and best == queues[turn][heads[turn]]:
             taken[turn] += 1
-    picked += outside[out_head:][: max(0, min(places, len(pool)) - len(picked))]
-    return picked
+        if turn == count:
+            taken[count] += 1
+        used.add(best)
+        picked.append(int(pool[best]))
+    rest = [int(pool[j]) for j in outside[out_head:] if j not in used]
+    return picked + rest[: max(0, min(places, len(pool)) - len(picked))]
 
 
 def _spread(scores: np.ndarray, mask: np.ndarray | None, shift: bool = True) -> np.ndarray:
@@ -762,7 +771,7 @@ class Ranker:
         """How much of each phrase each candidate contains (candidates x phrases), and, with
         embeddings, how close in meaning each is to each phrase."""
         weights = self.model.phrase_weights(q.phrases) if q.phrases else None
-        covered = weights.coverage(candidates.present) if weights is not None else np.zeros((len(candidates), 0), np.float32)
+        covered = weights.coverage(candidates.present, candidates.near) if weights is not None else np.zeros((len(candidates), 0), np.float32)
         related = None
         if q.phrase_embeddings is not None:
             related = candidates.embeddings @ q.phrase_embeddings.T
@@ -823,9 +832,11 @@ class Ranker:
         return found
 
     def _interest_groups(self, i: int, order: np.ndarray, s: "_Scores", mine: np.ndarray, phrase_match: np.ndarray, scores: np.ndarray, said):
-        """For sharing the top places out over the interests: each ranked item's interest (the
-        phrase it matches best; -1 for an item that matches none, or whose score is below
-        `quota_floor` of the reader's best: not a good match), and each interest's weight."""
+        """For sharing the top places out over the interests: the interest each ranked item
+        stands for (none for an item that truly matches none, or is not a good match: scoring
+        below `quota_floor` of the reader's best times the interest's weight over the largest, or
+        below `quota_interest_floor` of the interest's own best), and each interest's weight
+        (times what the reader's feedback says of it)."""
         cfg = self.config
         if not cfg.interest_quota or mine.size < 2 or not len(order):
             return None, None
@@ -834,11 +845,36 @@ class Ranker:
         strength = np.where(matched, s.matches.coverage[order][:, mine] + 1e-3, 0)
         if s.matches.related is not None:
             strength = np.maximum(strength, np.where(matched, s.matches.related[order][:, mine], 0))
-        groups = np.where(strength.max(axis=1) > 0, strength.argmax(axis=1), -1)
         best = scores[order[0]]
-        if best > 0:  # a weak match (below a share of the reader's best) holds no place: it competes by score
-            groups[scores[order] < cfg.quota_floor * best] = -1
-        return groups, weights * said[i] if said is not None and i in said else weights
+        ranked = scores[order]
+        matches = strength > 0
+        if best > 0:  # a weak match holds no place (it competes by score): below a share of the reader's
+            # best, that share scaled by the interest's weight (a lesser interest's papers score less) ...
+            floor = cfg.quota_floor * best * weights / weights.max()
+            strength[ranked[:, None] < floor[None, :]] = 0
+            # ... or below a share of the interest's own best match, among the papers that match no
+            # heavier interest (a paper of a heavier interest scores by that interest's weight)
+            good = strength > 0
+            heavier = weights[None, :] > weights[:, None]  # [g, h]: h weighs more than g
+            alone = (good.astype(np.int32) @ heavier.T.astype(np.int32)) == 0  # items x interests
+            own = np.where(good & alone, ranked[:, None], 0).max(axis=0)
+            own = np.where(own > 0, own, np.where(good, ranked[:, None], 0).max(axis=0))
+            strength[ranked[:, None] < cfg.quota_interest_floor * own[None, :]] = 0
+        # An item that matches several interests stands for the one it matches best (ties: the
+        # interest with fewer good matches), so that each interest has papers of its own.
+        scarcity = 1e-6 / (1 + (strength > 0).sum(axis=0))
+        chosen = np.argmax(strength + np.where(strength > 0, scarcity[None, :], 0), axis=1)
+        member = np.zeros_like(strength, dtype=bool)
+        has = strength.max(axis=1) > 0
+        member[np.flatnonzero(has), chosen[has]] = True
+        # A weak match of an interest heavier than another stays that interest's: competing by
+        # score, the heavier weight alone would let it take the lighter interests' places.
+        weak = ~has & matches.any(axis=1)
+        if weak.any():
+            strongest = np.argmax(np.where(matches, weights[None, :], 0), axis=1)  # its heaviest interest
+            keep = weak & (weights[strongest] > weights.min())
+            member[np.flatnonzero(keep), strongest[keep]] = True
+        return member, weights * said[i] if said is not None and i in said else weights
 
     def _said_about(self, readers: Sequence[Reader], s: "_Scores") -> dict[int, np.ndarray]:
         """What each reader's feedback says of each of their interests: (1 + papers opened or

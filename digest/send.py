@@ -189,7 +189,7 @@ class Selector:
         vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, subscribers)
         self.candidates = Candidates.build(
             self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers],
-            vectors[fresh] if vectors is not None else None,
+            vectors[fresh] if vectors is not None else None, texts=[paper_text(p.title, p.abstract, p.authors) for p in self.papers], phrases=phrases,
         )
         examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]],
                                   vectors[[row[p] for p in example_ids]] if vectors is not None else None)

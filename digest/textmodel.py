@@ -33,6 +33,10 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 SMALL_CORPUS = 200
 #: Terms of the corpus centroid kept (the typical paper).
 CENTROID_TERMS = 1000
+#: Two words of a phrase are "together" in a paper when at most this many words apart (stop words
+#: not counted): "language models of proteins" holds "protein language model", "protein-ligand
+#: data ... large language models" does not.
+NEAR = 3
 
 
 class StemmingTokenizer:
@@ -64,6 +68,19 @@ def _tokens(tokens: list[str]) -> list[str]:
 def word_pairs(tokens: Sequence[str]) -> list[str]:
     """Adjacent pairs of a token list: stop words are gone already, so "mixture of experts" gives "mixtur expert"."""
     return [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
+def near_pairs(tokens: Sequence[str], wanted: set[str] | frozenset[str] | None = None) -> list[str]:
+    """The unordered pairs ("a|b", a < b) of `wanted` words (None: any) at most `NEAR` words apart in `tokens`."""
+    spots = [(n, t) for n, t in enumerate(tokens) if wanted is None or t in wanted]
+    found = set()
+    for i, (n, a) in enumerate(spots):
+        for m, b in spots[i + 1 :]:
+            if m - n > NEAR:
+                break
+            if a != b:
+                found.add(f"{a}|{b}" if a < b else f"{b}|{a}")
+    return list(found)
 
 
 class TextModel(TransformerMixin, BaseEstimator):
@@ -164,6 +181,21 @@ class TextModel(TransformerMixin, BaseEstimator):
     def transform(self, texts: Iterable[str]) -> sparse.csr_matrix:
         return self.queries(self.counts(texts))
 
+    def near(self, texts: Iterable[str], phrases: Iterable[str] | None = None) -> sparse.csr_matrix:
+        """Which pairs of the `phrases`' words (None: of any words; slower) each text holds close
+        together (`NEAR`), hashed into `pair_buckets` columns (1 where present): how
+        `PhraseWeights.coverage` tells a phrase, or a close variant of it, from its words
+        scattered over an abstract."""
+        wanted = None if phrases is None else frozenset(w for phrase in phrases for w in self.tokenizer_(phrase))
+        docs = [near_pairs(self.tokenizer_(text), wanted) for text in texts]
+        hasher = HashingVectorizer(analyzer=_tokens, n_features=self.pair_buckets, alternate_sign=False, norm=None, binary=True, dtype=np.float32)
+        return hasher.transform(docs).tocsr() if docs else sparse.csr_matrix((0, self.pair_buckets), dtype=np.float32)
+
+    def _near_buckets(self, pairs: Sequence[str]) -> np.ndarray:
+        hasher = HashingVectorizer(analyzer=_tokens, n_features=self.pair_buckets, alternate_sign=False, norm=None, dtype=np.float32)
+        hashed = hasher.transform([[p] for p in pairs]).tocsr()
+        return hashed.indices[hashed.indptr[:-1]]
+
     def word_part(self, rows: sparse.csr_matrix) -> sparse.csr_matrix:
         """Unit rows over the words alone: the likeness of two papers (pairs are rarely shared and
         would only dilute it; they serve queries and phrases)."""
@@ -186,6 +218,9 @@ class TextModel(TransformerMixin, BaseEstimator):
         pair_column = dict(zip(pairs, self._pair_columns(pairs)))
         word_entries: tuple[list, list, list] = ([], [], [])
         pair_entries: tuple[list, list, list] = ([], [], [])
+        near_entries: tuple[list, list, list] = ([], [], [])
+        unordered = sorted({"|".join(sorted(pair.split(" "))) for tokens in tokens_of for pair in word_pairs(tokens)})
+        near_bucket = dict(zip(unordered, self._near_buckets(unordered))) if unordered else {}
         word_totals = np.zeros(len(phrases), np.float32)
         pair_totals = np.zeros(len(phrases), np.float32)
         for j, tokens in enumerate(tokens_of):
@@ -204,13 +239,15 @@ class TextModel(TransformerMixin, BaseEstimator):
                 if pair_column[pair] >= 0:
                     for target, item in zip(pair_entries, (pair_column[pair], j, value)):
                         target.append(item)
+                for target, item in zip(near_entries, (near_bucket["|".join(sorted((a, b)))], j, value)):
+                    target.append(item)
         shape = (self.n_features_, len(phrases))
 
-        def matrix(entries: tuple[list, list, list]) -> sparse.csr_matrix:
+        def matrix(entries: tuple[list, list, list], rows_: int = shape[0]) -> sparse.csr_matrix:
             rows, cols, vals = entries
-            return sparse.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=shape)
+            return sparse.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(rows_, len(phrases)))
 
-        return PhraseWeights(matrix(word_entries), word_totals, matrix(pair_entries), pair_totals, tokens_of)
+        return PhraseWeights(matrix(word_entries), word_totals, matrix(pair_entries), pair_totals, tokens_of, matrix(near_entries, self.pair_buckets))
 
     def _pair_columns(self, pairs: Sequence[str]) -> np.ndarray:
         """The column of each pair ("a b"), or -1 where it is not a feature."""
@@ -221,32 +258,36 @@ class TextModel(TransformerMixin, BaseEstimator):
         return self.pair_column_[buckets]
 
 
-#: The share of a phrase's coverage that its adjacent word pairs make (the rest: its words).
-PAIR_SHARE = 0.2
+#: The share of a phrase's coverage that its words' closeness makes (the rest: its words).
+PAIR_SHARE = 0.5
 
 
 @dataclass
 class PhraseWeights:
     """What it takes for a paper to contain each of a list of phrases.
 
-    A phrase's words weigh their idf; `coverage` is mostly the share of that weight a paper holds
-    (all the words: 1; a rare word alone: well under 1), and `PAIR_SHARE` of it the share of the
-    phrase's adjacent word pairs it holds (each weighing its two words' idf): a paper with the
-    phrase as written scores 1, one with all its words apart 0.8, one missing a common word of
-    a long phrase a little less, one missing its distinctive word much less."""
+    A phrase's words weigh their idf; `coverage` is half the share of that weight a paper holds
+    (a rare word alone: well under half) and half the share of the phrase's consecutive word
+    pairs (each weighing its two words' idf) that it holds close together (`NEAR`, in either
+    order; without `near`, adjacent as written). So the phrase as written, or a close variant
+    ("language models of proteins"), scores 1; all its words but scattered, 0.5; a long phrase
+    missing one common word, a little under 1; missing its distinctive word, much less."""
 
     words: sparse.csr_matrix  # features x phrases
     word_totals: np.ndarray
-    pairs: sparse.csr_matrix  # features x phrases
+    pairs: sparse.csr_matrix  # features x phrases (adjacent pairs, in the text model's columns)
     pair_totals: np.ndarray
     tokens: list[list[str]]
+    near: sparse.csr_matrix | None = None  # near-pair buckets x phrases (`TextModel.near`)
 
-    def coverage(self, present: sparse.csr_matrix) -> np.ndarray:
+    def coverage(self, present: sparse.csr_matrix, near: sparse.csr_matrix | None = None) -> np.ndarray:
         """How much of each phrase each paper contains (papers x phrases, 0..1); `present` is 1
-        where a paper has a word or pair."""
+        where a paper has a word or adjacent pair, `near` (optional) where it has two of the
+        phrases' words close together."""
         if self.words.shape[1] == 0:
             return np.zeros((present.shape[0], 0), np.float32)
         words = (present @ self.words).toarray() / np.maximum(self.word_totals, 1e-9)[None, :]
-        pairs = (present @ self.pairs).toarray() / np.maximum(self.pair_totals, 1e-9)[None, :]
+        held = (near @ self.near) if near is not None and self.near is not None else (present @ self.pairs)
+        pairs = held.toarray() / np.maximum(self.pair_totals, 1e-9)[None, :]
         has_pairs = self.pair_totals > 0
         return np.where(has_pairs[None, :], (1 - PAIR_SHARE) * words + PAIR_SHARE * pairs, words).astype(np.float32)
