@@ -123,7 +123,7 @@ class RankingConfig(BaseModel):
     #: false: by score alone.
     interest_quota: bool = True
     quota_floor: float = Field(default=0.4, ge=0, le=1)
-    quota_interest_floor: float = Field(default=0.8, ge=0, le=1)
+    quota_interest_floor: float = Field(default=0.0, ge=0, le=1)
     #: Near-duplicates at the top: papers whose cosine passes `duplicate_similarity` are pushed
     #: apart (maximal marginal relevance) with this weight; 0 ranks by score alone.
     diversity: float = Field(default=0.5, ge=0, lt=1)

@@ -23,12 +23,11 @@ TOPICS = {
 COMMON = "we propose method results show approach model data study new paper"
 
 
-def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int = 1, new_papers: bool = False, vague: bool = False) -> Path:
+def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int = 1, new_papers: bool = False) -> Path:
     """Papers are bags of their topic's words and common words; a user reads one topic, with a
     little noise, so a good ranker finds their relevant papers and a random one does not.
     `new_papers`: the new-papers protocol, the last quarter of each topic marked new, each user's
-    papers among them relevant and the others history. `vague`: every user states a word of their
-    topic and one of the next topic, so only what they click tells which is theirs."""
+    papers among them relevant and the others history."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     papers = []
@@ -52,7 +51,7 @@ def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int 
                 history = [f"{topic}-{n}" for n in picked if n < per_topic * 3 // 4]
                 relevant = [f"{topic}-{n}" for n in picked if n >= per_topic * 3 // 4]
             handle.write(json.dumps({
-                "id": f"u{u}", "interests": [TOPICS[topic].split()[0], TOPICS[list(TOPICS)[(u + 1) % len(TOPICS)]].split()[0]] if vague else TOPICS[topic].split()[:2],
+                "id": f"u{u}", "interests": TOPICS[topic].split()[:2],
                 "history": history, "relevant": relevant,
             }) + "\n")
     return folder
@@ -119,7 +118,7 @@ def test_a_dataset_that_is_not_one_is_exit_2(workdir: Workdir, tmp_path: Path) -
 
 
 def test_simulate_logs_days_that_reconcile_and_feedback_helps(workdir: Workdir, tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "toy", users=40, per_topic=60, vague=True)  # feedback has something to learn
+    data = write_dataset(tmp_path / "toy", users=40, per_topic=60)
     log = tmp_path / "sim.jsonl"
     result = workdir.cli("simulate", str(data), "--days", "6", "--k", "3", "--seed", "7", "--log", str(log), "--json", check=True)
     report = json.loads(result.stdout)
