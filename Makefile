@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lab]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lab,semantic]'
 	@touch $(STAMP)
 
 run: $(STAMP)

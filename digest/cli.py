@@ -197,6 +197,21 @@ def ingest(app: App, sources: tuple[str, ...], date_text: str | None) -> None:
 
 
 def run_ingest(app: App, sources: tuple[str, ...], listed: dt.date | None = None) -> list[IngestResult]:
+    """Ingest, then (with the semantic extra and DIGEST_EMBEDDING_MODEL) embed the new papers."""
+    from .embeddings import embed_new, last_paper
+
+    before = last_paper(app.db) if app.settings.embedding_model else 0
+    results = _ingest(app, sources, listed)
+    if app.settings.embedding_model and any(r.new for r in results):
+        with progress() as bar:
+            bar.add_task("embedding the new papers", total=None)
+            made = embed_new(app.db, app.settings.embedding_model, before)
+        if made:
+            console.print(f"Embedded {made} new papers.")
+    return results
+
+
+def _ingest(app: App, sources: tuple[str, ...], listed: dt.date | None) -> list[IngestResult]:
     if sources:
         specs = [SourceSpec(s, listed=listed) for s in sources]
     else:
@@ -415,6 +430,32 @@ def run(app: App) -> None:
 
 
 @main.command()
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Papers first seen in the last DAYS days (default: the ranking's fit_days).")
+@click.option("--all", "everything", is_flag=True, help="Every paper in the database.")
+@click.pass_obj
+def embed(app: App, days: float | None, everything: bool) -> None:
+    """Compute the sentence embeddings that papers lack (semantic extra, DIGEST_EMBEDDING_MODEL):
+    for papers met before the model was set. New papers are embedded at ingest."""
+    from .embeddings import Embedder, EmbeddingUnavailable, embed_papers, missing_papers, papers_since
+
+    model = app.settings.embedding_model
+    if not model:
+        fail("DIGEST_EMBEDDING_MODEL is not set: name a fastembed model or a local model folder", BAD_INPUT)
+    try:
+        embedder = Embedder(model)
+    except EmbeddingUnavailable as exc:
+        fail(str(exc), BAD_INPUT)
+    since = None if everything else dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days or app.config.ranking.fit_days)
+    todo = missing_papers(app.db, embedder.key, None if since is None else papers_since(app.db, since))
+    began = dt.datetime.now()
+    with progress() as bar:
+        task = bar.add_task("embedding", total=len(todo))
+        done = embed_papers(app.db, embedder, todo, on_batch=lambda n: bar.advance(task, n))
+    seconds = (dt.datetime.now() - began).total_seconds()
+    console.print(f"Embedded {done} papers with {embedder.key} in {seconds:.1f} s" + (f" ({done / seconds:.1f} papers/s)." if done and seconds else "."))
+
+
+@main.command()
 @click.option("--host", help="Address to listen on (default: the host of DIGEST_BASE_URL).")
 @click.option("--port", type=int, help="Port to listen on (default: the port of DIGEST_BASE_URL).")
 @click.pass_obj
@@ -452,7 +493,7 @@ def retrain(app: App, everyone: bool) -> None:
 def run_retrain(app: App, everyone: bool = False):
     from .training import retrain as rebuild
 
-    report = rebuild(app.db, force=everyone)
+    report = rebuild(app.db, force=everyone, config=app.config.ranking)
     console.print(f"Models: {len(report.trained)} retrained, {report.unchanged} unchanged.")
     return report
 

@@ -47,7 +47,8 @@ class Source(BaseModel):
 
 
 class RankingConfig(BaseModel):
-    """The ranking's constants (see `digest.ranking` and docs/evaluation.md for what they do)."""
+    """The ranking's constants (see `digest.ranking` and docs/evaluation.md for what they do and
+    how they were chosen)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,16 +56,41 @@ class RankingConfig(BaseModel):
     lookback_days: float = Field(default=7, gt=0, le=365)
     #: Days of papers the term statistics are fitted on.
     fit_days: float = Field(default=90, gt=0)
-    #: A paper matches an interest when it contains this share of the interest's weighted words
-    #: (1 = all of them).
-    min_match: float = Field(default=0.5, gt=0, le=1)
+    #: A paper matches an interest when it holds this much of the phrase (`textmodel.PhraseWeights`:
+    #: 1 = the phrase as written, 0.8 = all its words apart; a rare word alone is far less).
+    min_match: float = Field(default=0.75, gt=0, le=1)
     #: ... or when its cosine with the centroid of the papers the subscriber opened reaches this.
     min_like: float = Field(default=0.2, gt=0, le=1)
-    #: Opened papers at which the history counts as much as the stated interests (w = n / (n + this)).
-    evidence_scale: float = Field(default=2.0, gt=0)
-    #: How hard papers like those turned down ("less like this") are pushed down.
-    negative_weight: float = Field(default=1.5, ge=0)
-    #: How hard an `avoid` phrase pushes a paper down.
+    #: ... or (semantic extra) when the cosine of its embedding with the phrase's reaches this.
+    min_related: float = Field(default=0.5, gt=0, le=1)
+    #: Opened papers at which the learned model counts as much as the stated interests:
+    #: w = n^p / (n^p + scale^p), p the power (`ranking.evidence_weight`).
+    evidence_scale: float = Field(default=3.0, gt=0)
+    evidence_power: float = Field(default=2.0, gt=0)
+    #: Pseudo-relevance feedback: the interests are expanded by the centroid of the papers of the
+    #: recent corpus that match them best: how many papers, and the centroid's weight (0: off).
+    prf_papers: int = Field(default=10, ge=0)
+    prf_weight: float = Field(default=2.0, ge=0)
+    #: ... and the weight of those papers' mean embedding in the expanded interest embedding.
+    prf_semantic_weight: float = Field(default=0.5, ge=0)
+    #: ... drawn from at most this many of the most recent papers.
+    prf_pool: int = Field(default=20_000, ge=0)
+    #: Semantic extra: the weight of embedding similarity beside TF-IDF, for the interests and for
+    #: the learned model (each part scaled by its spread over the candidates first).
+    semantic_weight: float = Field(default=1.0, ge=0)
+    semantic_history_weight: float = Field(default=2.0, ge=0)
+    #: How far a model leans away from the typical paper: raw evidence (TF-IDF; a learned model
+    #: learns its own), and the embedding part of every model.
+    typicality: float = Field(default=3.0, ge=0)
+    semantic_typicality: float = Field(default=1.0, ge=0)
+    #: The learned model (`digest retrain`): logistic regression's C, and the weight of the corpus
+    #: centroid as a negative example, per positive paper.
+    learn_c: float = Field(default=1.0, gt=0)
+    learn_background: float = Field(default=1.0, gt=0)
+    #: How hard papers like those turned down are pushed down, in spreads of their likeness to them
+    #: (for a subscriber with no opened papers yet; a learned model weighs them itself).
+    negative_weight: float = Field(default=3.0, ge=0)
+    #: How hard an `avoid` phrase pushes a paper down (a share of the subscriber's best score).
     avoid_weight: float = Field(default=1.0, ge=0)
     #: Share of the subscriber's best score added for a followed author, and for a followed category.
     author_boost: float = Field(default=0.3, ge=0)
@@ -75,6 +101,13 @@ class RankingConfig(BaseModel):
     readers_like_you_floor: float = Field(default=0.35, ge=0, le=1)
     #: How many similar readers vote.
     neighbours: int = Field(default=50, ge=1)
+    #: The top places are shared out over the interests in proportion to their weights, among the
+    #: papers that match them well: scoring at least `quota_floor` of the reader's best (times the
+    #: interest's weight over the largest) and `quota_interest_floor` of the interest's own best;
+    #: false: by score alone.
+    interest_quota: bool = True
+    quota_floor: float = Field(default=0.4, ge=0, le=1)
+    quota_interest_floor: float = Field(default=0.0, ge=0, le=1)
     #: Near-duplicates at the top: papers whose cosine passes `duplicate_similarity` are pushed
     #: apart (maximal marginal relevance) with this weight; 0 ranks by score alone.
     diversity: float = Field(default=0.5, ge=0, lt=1)

@@ -226,14 +226,38 @@ class IngestRun(SQLModel, table=True):
 
 
 class SubscriberModel(SQLModel, table=True):
-    """A subscriber's learned taste: example papers with signed weights (Rocchio's relevance
-    feedback, kept in this dual form so that it outlives any one vocabulary of the text model)."""
+    """A subscriber's learned taste: a logistic regression kept in dual form, a weight per example
+    paper and one for the corpus centroid, so that it outlives any one vocabulary of the text
+    model (see `training`)."""
 
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True)
     #: [[paper id, weight], ...]: positive for opened and liked papers, negative for the others.
     examples: list[list[float]] = _json_list()
+    #: The weight of the corpus centroid (the typical paper), negative: what every paper says tells no taste.
+    background: float = 0.0
+    #: 0: raw evidence (+1 opened, -1 turned down, -0.15 skipped; before learned models); 1: learned.
+    version: int = 0
     positives: int = 0
     negatives: int = 0
     #: The time of the latest feedback event this model has seen: newer events mean retraining.
     evidence_until: dt.datetime | None = _utc(default=None)
     trained_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class PaperEmbedding(SQLModel, table=True):
+    """A paper's sentence embedding under one model (the `semantic` extra): float16 bytes."""
+
+    paper_id: int = Field(foreign_key="paper.id", primary_key=True)
+    #: The model's name, or the resolved path of a local model folder.
+    model: str = Field(primary_key=True, max_length=512)
+    dim: int
+    vector: bytes
+    created_at: dt.datetime = _utc(default_factory=utcnow)
+
+
+class PhraseEmbedding(SQLModel, table=True):
+    """An interest phrase's sentence embedding under one model: embedded once, float16 bytes."""
+
+    phrase: str = Field(primary_key=True, max_length=512)
+    model: str = Field(primary_key=True, max_length=512)
+    vector: bytes

@@ -1,149 +1,56 @@
-"""Ranking: papers scored for many subscribers at once, from their interests, their feedback and
-the clicks of subscribers like them; then cut to good matches, diversified and explained.
+"""Ranking: papers scored for many subscribers at once, from their interests, their learned model
+and the clicks of subscribers like them; then cut to good matches, shared out over the
+interests, diversified and explained.
 
 The method (measured in docs/evaluation.md):
 
-- `TextModel` (scikit-learn fit/transform) counts Snowball-stemmed words of title, abstract and
-  authors. A candidate paper is a BM25 vector (k1=1.2, b=0.75, idf weights, no normalization); a
-  query is a unit TF-IDF vector with sublinear term frequency.
-- A subscriber has up to three queries: their weighted interest phrases, the centroid of the papers
-  they opened or liked (sharpened by a little of those shown but not opened: Rocchio), and the
-  centroid of those they turned down. The content score blends the first two by evidence,
-  w = n / (n + 2) for n positive papers, so that a new subscriber is served by their interests
-  alone and evidence gradually takes over; the third is subtracted, and so are `avoid` phrases.
-- Followed authors and categories add a share of the subscriber's best score.
-- Readers like you: the 50 subscribers whose opened papers overlap most with yours vote for what
-  they opened; a paper's score is multiplied by 1 + 2 * votes (its content score counting as at
-  least 35% of your best match). A paper nobody opened yet (every brand-new one) keeps its
-  content score.
-- A paper goes into an email only when it matches: it contains enough of an interest phrase, or it
-  is like the papers the subscriber opened, or readers like them opened it, or it is by a
-  followed author. The top of the list is then
-  diversified (maximal marginal relevance), and every item says why it was chosen.
+- Papers are words and adjacent word pairs (`textmodel.TextModel`): a candidate is a BM25 vector,
+  a query a unit TF-IDF vector. With the `semantic` extra, papers and phrases also have sentence
+  embeddings (`embeddings`), and every score below gets a dense twin.
+- Interests: the weighted phrases make one query, expanded by pseudo-relevance feedback: the
+  `prf_papers` papers of the recent corpus that best match it are added to it (`prf_weight`), so
+  that a subscriber with two tags is also served by the words those papers share.
+- The learned model: the retraining (`training`) fits each subscriber's logistic regression on
+  the papers they opened or liked against those they turned down, skipped, and the typical paper
+  of the corpus; it is kept in dual form, as a weight per example paper and one for the corpus
+  centroid, so that it is read in whatever vocabulary today's text model has.
+- Each part is scaled by its spread over the reader's candidates, and the two are blended by
+  evidence: w = n / (n + `evidence_scale`) for n positive papers, so that a new subscriber is served
+  by their interests alone and evidence gradually takes over. `avoid` phrases and (for a reader
+  with nothing opened yet) papers turned down push papers down; followed authors and categories
+  add a share of the best score; "readers like you" multiply a paper's score by 1 + 2 x votes.
+- A paper goes into an email only when it matches: it contains an interest phrase (its words,
+  and its adjacent pairs, weighed by idf: `min_match`), or its embedding is close to the phrase's,
+  or it is like the papers the subscriber opened, or readers like them opened it, or it is by a
+  followed author. The top places are shared out over the interests in proportion to their
+  weights (where an interest has good matches), near-duplicates are pushed apart, and every item
+  says why it was chosen, naming only what it truly matched.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
-import snowballstemmer
 from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.preprocessing import normalize
 
 from .config import RankingConfig
+from .textmodel import SMALL_CORPUS, StemmingTokenizer, TextModel, paper_text
 
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+__all__ = [
+    "SMALL_CORPUS", "Candidates", "Community", "Examples", "History", "Interests", "Pool", "Ranked", "Ranker", "Reader",
+    "StemmingTokenizer", "TextModel", "mmr", "paper_text", "top_k",
+]
 
-#: Below this many papers, `TextModel` keeps terms met only once.
-SMALL_CORPUS = 200
-#: An item's reason names the opened paper it is like when the history makes this share of its score.
-HISTORY_SHARE = 0.25
 #: History weights at or below this are papers turned down; between it and 0, papers skipped.
 TURNED_DOWN = -0.5
 
-
-class StemmingTokenizer:
-    """Lowercase words without stop words or numbers, stemmed: "language models" meets "language model"."""
-
-    def __init__(self) -> None:
-        self._stem = lru_cache(maxsize=500_000)(snowballstemmer.stemmer("english").stemWord)
-
-    def __call__(self, text: str) -> list[str]:
-        stem = self._stem
-        return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in ENGLISH_STOP_WORDS and not t.isdigit()]
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-
-def paper_text(title: str, abstract: str, authors: Iterable[str] = ()) -> str:
-    """The text a paper is known by: title, abstract and authors (shared authors are shared taste)."""
-    return f"{title}. {abstract} {' '.join(authors)}"
-
-
-class TextModel(TransformerMixin, BaseEstimator):
-    """Term statistics of a corpus: `transform` gives unit TF-IDF query vectors, `bm25` paper vectors.
-
-    The vocabulary is every stemmed word met in at least `min_df` papers, plus every word of the
-    phrases passed as `keep` to `fit`: a subscriber's interest must not vanish because the corpus
-    has met it only once, or not yet.
-    """
-
-    def __init__(self, min_df: int = 2, k1: float = 1.2, b: float = 0.75) -> None:
-        self.min_df = min_df
-        self.k1 = k1
-        self.b = b
-
-    def fit(self, texts: Iterable[str], y: object = None, keep: Iterable[str] = ()) -> "TextModel":
-        self.fit_counts(texts, keep=keep)
-        return self
-
-    def fit_counts(self, texts: Iterable[str], keep: Iterable[str] = ()) -> sparse.csr_matrix:
-        """Fit on `texts` and return their term counts (the corpus is tokenized once)."""
-        counter = CountVectorizer(tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, dtype=np.float32)
-        texts = list(texts)
-        try:
-            counts = counter.fit_transform(texts).tocsc()
-            terms = counter.get_feature_names_out()
-        except ValueError:  # "empty vocabulary": no paper has a word that counts (only "A", say)
-            if any(counter.build_analyzer()(text) for text in texts):
-                raise
-            counter.vocabulary_, terms = {}, np.array([], dtype=object)
-            counts = sparse.csc_matrix((len(texts), 0), dtype=np.float32)
-        df = np.diff(counts.indptr)
-        min_df = self.min_df if counts.shape[0] >= SMALL_CORPUS else 1
-        chosen = np.flatnonzero(df >= min_df)
-        wanted = {t for phrase in keep for t in counter.build_analyzer()(phrase)}
-        position = counter.vocabulary_
-        chosen = np.union1d(chosen, np.array([position[t] for t in wanted if t in position], dtype=chosen.dtype))
-        unseen = sorted(t for t in wanted if t not in position)
-        vocabulary = [*terms[chosen].tolist(), *unseen]
-        self.counter_ = CountVectorizer(
-            tokenizer=StemmingTokenizer(), token_pattern=None, lowercase=False, dtype=np.float32,
-            vocabulary={t: i for i, t in enumerate(vocabulary)},
-        )
-        kept = sparse.hstack([counts[:, chosen], sparse.csc_matrix((counts.shape[0], len(unseen)), dtype=np.float32)]).tocsr()
-        n = kept.shape[0]
-        df_kept = np.bincount(kept.indices, minlength=kept.shape[1])
-        self.idf_ = (np.log((1 + n) / (1 + df_kept)) + 1).astype(np.float32)
-        lengths = np.asarray(kept.sum(axis=1)).ravel()
-        self.avg_length_ = float(lengths.mean()) if n else 1.0
-        return kept
-
-    def counts(self, texts: Iterable[str]) -> sparse.csr_matrix:
-        texts = list(texts)
-        if not self.counter_.vocabulary:  # a model of no words: nothing can match (never an error)
-            return sparse.csr_matrix((len(texts), 0), dtype=np.float32)
-        return self.counter_.transform(texts).tocsr()
-
-    def queries(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
-        """Unit TF-IDF rows, term frequency 1 + ln(count)."""
-        if counts.shape[0] == 0 or counts.shape[1] == 0:  # no rows, or a model of no words
-            return sparse.csr_matrix(counts.shape, dtype=np.float32)
-        logged = counts.astype(np.float32, copy=True)
-        logged.data = 1 + np.log(logged.data)
-        return normalize(logged @ sparse.diags(self.idf_)).astype(np.float32).tocsr()
-
-    def bm25(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
-        """BM25 rows: saturated, length-normalized term frequency times idf."""
-        coo = counts.tocoo(copy=True)
-        lengths = np.asarray(counts.sum(axis=1)).ravel()
-        k1, b = self.k1, self.b
-        coo.data = coo.data * (k1 + 1) / (coo.data + k1 * (1 - b + b * lengths[coo.row] / self.avg_length_))
-        return (coo.tocsr() @ sparse.diags(self.idf_)).astype(np.float32).tocsr()
-
-    def transform(self, texts: Iterable[str]) -> sparse.csr_matrix:
-        return self.queries(self.counts(texts))
+#: Something that embeds short texts (interest phrases) as unit vectors: `embeddings.Embedder.phrases`.
+PhraseEmbedder = Callable[[Sequence[str]], np.ndarray]
 
 
 # --- what the ranker knows of subscribers and papers ---------------------------------------------
@@ -175,13 +82,18 @@ class Interests:
 
 @dataclass(frozen=True)
 class History:
-    """A subscriber's feedback as examples: paper ids with signed weights (positive: opened or
-    liked; at most `TURNED_DOWN`: turned down; between that and 0: shown and not opened), and how
-    many are positive."""
+    """A subscriber's feedback as example papers with weights, and how many are positive.
+
+    `learned`: the weights are the dual coefficients of the subscriber's learned model (see
+    `training.learn`), with `background` the coefficient of the corpus centroid. Otherwise they are
+    raw evidence: positive for opened or liked, at most `TURNED_DOWN` for turned down, between
+    that and 0 for shown and not opened (a model from before learning, or a test's history)."""
 
     papers: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
     positives: int = 0
+    background: float = 0.0
+    learned: bool = False
 
     @classmethod
     def of(cls, positive: Iterable[int]) -> "History":
@@ -190,7 +102,14 @@ class History:
 
     @property
     def positive_papers(self) -> list[int]:
+        """The papers opened or liked: positive weights in either form (a learned model's
+        coefficients have the sign of their example's label)."""
         return [p for p, w in zip(self.papers, self.weights) if w > 0]
+
+    @property
+    def down_papers(self) -> list[int]:
+        """Papers turned down, as raw evidence (a learned model has folded them in)."""
+        return [] if self.learned else [p for p, w in zip(self.papers, self.weights) if w <= TURNED_DOWN]
 
 
 @dataclass
@@ -205,23 +124,28 @@ class Reader:
 
 @dataclass
 class Examples:
-    """The papers of subscribers' histories, as query vectors, with their titles (for reasons)."""
+    """The papers of subscribers' histories, as unit query vectors (and embeddings, where there
+    are), with their titles (for reasons)."""
 
-    vectors: sparse.csr_matrix
+    vectors: sparse.csr_matrix  # unit TF-IDF rows over words and pairs (what queries are made of)
     row: dict[int, int]  # paper id -> row of `vectors`
     titles: dict[int, str]
+    embeddings: np.ndarray | None = None  # rows as `vectors`; zeros where a paper has none
+    words: sparse.csr_matrix | None = None  # unit TF-IDF rows over words alone (likeness to candidates)
     paper_ids: list[int] = field(init=False, repr=False)  # row of `vectors` -> paper id
 
     def __post_init__(self) -> None:
         self.paper_ids = [0] * self.vectors.shape[0]
         for paper, row in self.row.items():
             self.paper_ids[row] = paper
+        if self.words is None:
+            self.words = self.vectors
 
     @classmethod
-    def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix) -> "Examples":
+    def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> "Examples":
         """`papers` is [(id, title)], `counts` their term counts in the same order."""
-        return cls(model.queries(counts) if counts.shape[0] else sparse.csr_matrix((0, len(model.idf_)), dtype=np.float32),
-                   {pid: i for i, (pid, _) in enumerate(papers)}, dict(papers))
+        vectors = model.queries(counts) if counts.shape[0] else sparse.csr_matrix((0, len(model.idf_)), dtype=np.float32)
+        return cls(vectors, {pid: i for i, (pid, _) in enumerate(papers)}, dict(papers), embeddings, model.word_part(vectors))
 
 
 def author_key(name: str) -> str:
@@ -242,17 +166,27 @@ class Candidates:
     """The papers to rank, vectorized once for every subscriber."""
 
     ids: np.ndarray
-    docs: sparse.csr_matrix  # BM25 rows
-    vectors: sparse.csr_matrix  # unit TF-IDF rows (similarity between papers)
-    present: sparse.csr_matrix  # 1 where a term occurs (how much of a phrase a paper contains)
+    docs: sparse.csr_matrix  # BM25 rows (what queries score)
+    vectors: sparse.csr_matrix  # unit TF-IDF rows over words (likeness between papers)
+    present: sparse.csr_matrix  # 1 where a word or pair occurs (how much of a phrase a paper contains)
+    typicality: np.ndarray  # how alike each paper is to the corpus centroid (`TextModel.typicality`)
     authors: list[list[str]]
     categories: list[list[str]]
     author_index: dict[str, set[int]]  # author key (full, or initial form) -> rows
     category_index: dict[str, set[int]]
+    embeddings: np.ndarray | None = None  # unit sentence embeddings (rows), with the semantic extra
+    near: sparse.csr_matrix | None = None  # the phrases' word pairs each paper holds close together
     _similarity: np.ndarray | None = field(default=None, repr=False)
+    _docs_t: sparse.csr_matrix | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]]) -> "Candidates":
+    def build(
+        cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]],
+        embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None, phrases: Iterable[str] | None = None,
+    ) -> "Candidates":
+        """`texts`: where given, a phrase's words count as together when close (`TextModel.near`;
+        `phrases`, the readers' interests and avoids, limit the work to their words), else only
+        as written."""
         present = counts.copy()
         present.data[:] = 1
         author_index: dict[str, set[int]] = {}
@@ -267,13 +201,21 @@ class Candidates:
         for row, cats in enumerate(categories):
             for cat in cats:
                 category_index.setdefault(cat, set()).add(row)
+        docs = model.bm25(counts)
+        near = model.near(texts, phrases) if texts is not None else None
         return cls(
-            np.asarray(ids), model.bm25(counts), model.queries(counts), present.tocsr(),
-            [list(a) for a in authors], [list(c) for c in categories], author_index, category_index,
+            np.asarray(ids), docs, model.word_part(model.queries(counts)), present.tocsr(), model.typicality(docs),
+            [list(a) for a in authors], [list(c) for c in categories], author_index, category_index, embeddings, near,
         )
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def docs_t(self) -> sparse.csr_matrix:
+        """The BM25 rows transposed (terms x papers), made once for every chunk of readers."""
+        if self._docs_t is None:
+            self._docs_t = self.docs.T.tocsr()
+        return self._docs_t
 
     def similarity(self) -> np.ndarray | None:
         """Cosine of every candidate with every other, dense, computed once for all readers (MMR
@@ -307,6 +249,36 @@ class Candidates:
         return rows
 
 
+@dataclass
+class Pool:
+    """The recent corpus that pseudo-relevance feedback draws on: papers that best match a
+    reader's interests lend them their other words (and their embeddings)."""
+
+    docs: sparse.csr_matrix  # BM25 rows
+    vectors: sparse.csr_matrix  # unit TF-IDF rows
+    embeddings: np.ndarray | None = None
+    _docs_t: sparse.csr_matrix | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, model: TextModel, counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> "Pool":
+        return cls(model.bm25(counts), model.queries(counts), embeddings)
+
+    def __len__(self) -> int:
+        return self.docs.shape[0]
+
+    def docs_t(self) -> sparse.csr_matrix:
+        if self._docs_t is None:
+            self._docs_t = self.docs.T.tocsr()
+        return self._docs_t
+
+    @property
+    def embedding_centroid(self) -> np.ndarray | None:
+        """The mean embedding: what a typical paper is, in the dense space."""
+        if self.embeddings is None or not len(self.embeddings):
+            return None
+        return self.embeddings.mean(axis=0).astype(np.float32)
+
+
 class Community:
     """Who opened what, over all subscribers: the evidence of "readers like you"."""
 
@@ -332,9 +304,9 @@ class Community:
         wanted = np.flatnonzero(columns >= 0)
         rows, cols = [], []
         for i, reader in enumerate(readers):
-            for paper, weight in zip(reader.history.papers, reader.history.weights):
+            for paper in reader.history.positive_papers:
                 column = self.paper_column.get(paper)
-                if weight > 0 and column is not None:
+                if column is not None:
                     rows.append(i)
                     cols.append(column)
         if not wanted.size or not rows:
@@ -378,47 +350,177 @@ def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.
     return rows[np.lexsort((rows, -scores[rows]))]
 
 
-#: How many places at the top are diversified (a digest holds at most 50; its top is what is read).
+#: How many places at the top are diversified and shared out (a digest holds at most 50; its top is what is read).
 MMR_DEPTH = 20
 #: Readers whose chosen items are compared with their opened papers in one product.
 NEAREST_GROUP = 64
 #: Up to this many candidates their likeness to each other is held as one dense matrix (100 MB at 5,000).
 DENSE_SIMILARITY_LIMIT = 5000
+#: Phrases matched against the pseudo-relevance feedback pool in one product.
+PRF_BATCH = 256
+#: Terms kept in a reader's expanded interest query, and in their learned model's query (`_prune`):
+#: measured on development data, 200 make the expanded interests better than all (the long tail
+#: of the feedback papers is noise) and 500 lose nothing of a learned model (200 lost 3.6%).
+INTEREST_TERMS = 200
+MODEL_TERMS = 500
 
 
 def mmr(
     order: np.ndarray, scores: np.ndarray, vectors: sparse.csr_matrix, k: int, diversity: float, duplicate: float = 0.6, depth: int = MMR_DEPTH,
-    similarity: np.ndarray | None = None,
+    similarity: np.ndarray | None = None, groups: np.ndarray | None = None, shares: np.ndarray | None = None, free_share: float = 0.0,
 ) -> list[int]:
-    """Maximal marginal relevance for the first `depth` places of a list sorted best first: each
-    next pick trades its relevance (scaled to the best) against how far its likeness to what was
-    picked goes beyond `duplicate` (cosine); places after `depth` follow the scores.
+    """The first `depth` places of a list sorted best first, chosen one at a time; later places
+    follow the scores.
 
-    Only near-duplicates are pushed apart: papers that are merely on the same topic are what the
-    subscriber asked for (measured: a penalty on all likeness cost 8% nDCG@10 on real text)."""
-    if diversity <= 0 or len(order) <= 1:
+    With `groups` (items x interests: which interests each item is a good match of) and `shares`
+    (each interest's weight), the places are shared out: the interest that fills the next place
+    is the one furthest below its share of the places taken so far (Sainte-Laguë: share /
+    (2 x places + 1)), among those with items left; an item matching several interests can fill
+    the place of any of them. `free_share` is a share of places that go by score alone (the
+    weight of what the subscriber's clicks say), and an item of no interest is taken in an
+    interest's turn when its score beats that interest's best. Within a turn, maximal marginal
+    relevance picks the item: its relevance (scaled to the best) traded against how far its
+    likeness to what was picked goes beyond `duplicate` (cosine). Only near-duplicates are pushed
+    apart: papers merely on the same topic are what the subscriber asked for (measured: a penalty
+    on all likeness cost 8% nDCG@10 on real text)."""
+    shared = groups is not None and shares is not None and len(shares) > 1
+    if (diversity <= 0 and not shared) or len(order) <= 1:
         return [int(i) for i in order[:k]]
     places = min(k, depth)
     pool = order[: places * 5]
     relevance = scores[pool].astype(np.float64)
     top = relevance.max()
     relevance = relevance / top if top > 0 else relevance
-    similar = similarity[np.ix_(pool, pool)] if similarity is not None else (vectors[pool] @ vectors[pool].T).toarray()
-    chosen = [0]
-    closest = similar[0].copy()
+    if diversity > 0:
+        similar = similarity[np.ix_(pool, pool)] if similarity is not None else (vectors[pool] @ vectors[pool].T).toarray()
+        twins = int((similar > duplicate).sum()) > len(pool)  # beyond the diagonal
+    else:
+        similar, twins = None, False
+    if not twins:  # no near-duplicates to push apart: the scores' order, shared out
+        if not shared:
+            return [int(i) for i in order[:k]]
+        picked = _share_out(pool, groups[: len(pool)], np.asarray(shares, np.float64), free_share, places)
+        taken_rows = set(picked)
+        return picked + [int(i) for i in order if int(i) not in taken_rows][: k - len(picked)]
+    if shared:
+        member = groups[: len(pool)]
+        weight = np.append(np.asarray(shares, np.float64), free_share)  # the last: places by score alone
+        taken = np.zeros(len(weight))
+        remaining = member.sum(axis=0)
+        members = [np.flatnonzero(member[:, g]) for g in range(len(shares))]
+        outside = np.flatnonzero(~member.any(axis=1))
+    chosen: list[int] = []
+    closest = np.zeros(len(pool))
     available = np.ones(len(pool), dtype=bool)
-    available[0] = False
     while len(chosen) < min(places, len(pool)):
         value = (1 - diversity) * relevance - diversity * np.maximum(closest - duplicate, 0) / (1 - duplicate)
         value[~available] = -np.inf
         pick = int(np.argmax(value))
+        if shared and remaining.any():
+            left = np.append(remaining > 0, free_share > 0)
+            turn = int(np.argmax(np.where(left, weight / (2 * taken + 1), -np.inf)))
+            if turn < len(shares):
+                in_turn = int(members[turn][np.argmax(value[members[turn]])])
+                best_outside = int(outside[np.argmax(value[outside])]) if outside.size else -1
+                pick = best_outside if best_outside >= 0 and value[best_outside] > value[in_turn] else in_turn
+                if pick == in_turn:
+                    taken[turn] += 1
+            else:
+                taken[turn] += 1
         chosen.append(pick)
         available[pick] = False
+        if shared:
+            remaining -= member[pick]
         closest = np.maximum(closest, similar[pick])
     picked = [int(pool[i]) for i in chosen]
-    taken = set(picked)
-    picked += [int(i) for i in order if int(i) not in taken][: k - len(picked)]
+    taken_rows = set(picked)
+    picked += [int(i) for i in order if int(i) not in taken_rows][: k - len(picked)]
     return picked
+
+
+def _share_out(pool: np.ndarray, member: np.ndarray, shares: np.ndarray, free_share: float, places: int) -> list[int]:
+    """`mmr`'s sharing out when nothing is to be pushed apart, in plain Python over a few dozen
+    items: each turn (Sainte-Laguë) takes its interest's best item left, unless an item of no
+    interest scores higher; a free turn takes the best item left."""
+    count = len(shares)
+    queues = [np.flatnonzero(member[:, g]).tolist() for g in range(count)]  # positions in pool, best first
+    outside = np.flatnonzero(~member.any(axis=1)).tolist()
+    weight = [*shares.tolist(), free_share]
+    taken = [0] * (count + 1)
+    heads = [0] * count
+    out_head = 0
+    used: set[int] = set()
+    picked: list[int] = []
+    while len(picked) < min(places, len(pool)):
+        for g in range(count):  # an item taken for another interest is gone from this one's queue
+            while heads[g] < len(queues[g]) and queues[g][heads[g]] in used:
+                heads[g] += 1
+        left = [heads[g] < len(queues[g]) for g in range(count)]
+        if not any(left):
+            break
+        turns = [weight[g] / (2 * taken[g] + 1) if left[g] else -1.0 for g in range(count)] + [weight[count] / (2 * taken[count] + 1) if free_share > 0 else -1.0]
+        turn = max(range(count + 1), key=lambda g: (turns[g], -g))
+        options = [queues[g][heads[g]] for g in range(count) if left[g]] if turn == count else [queues[turn][heads[turn]]]
+        best = min(options)
+        if out_head < len(outside) and outside[out_head] < best:
+            best = outside[out_head]
+            out_head += 1
+        elif turn < count and best == queues[turn][heads[turn]]:
+            taken[turn] += 1
+        if turn == count:
+            taken[count] += 1
+        used.add(best)
+        picked.append(int(pool[best]))
+    rest = [int(pool[j]) for j in outside[out_head:] if j not in used]
+    return picked + rest[: max(0, min(places, len(pool)) - len(picked))]
+
+
+def _spread(scores: np.ndarray, mask: np.ndarray | None, shift: bool = True) -> np.ndarray:
+    """Each row divided by its standard deviation over the row's allowed columns, less its
+    minimum there (`shift`; a part whose zero means "nothing in common" keeps it): parts of
+    different kinds (TF-IDF, embeddings, interests, a learned model) become comparable and never
+    negative, and a reader's ranking does not depend on how large their numbers happen to be (for
+    a sum of such parts, the ranking is that of summed z-scores)."""
+    scores = scores.astype(np.float64)
+    if mask is None:  # the same arithmetic either way: a reader ranks the same alone or in a batch
+        mask = np.ones(scores.shape, dtype=bool)
+    count = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    mean = np.where(mask, scores, 0).sum(axis=1, keepdims=True) / count
+    std = np.sqrt(np.where(mask, (scores - mean) ** 2, 0).sum(axis=1, keepdims=True) / count)
+    low = np.where(mask, scores, np.inf).min(axis=1, keepdims=True, initial=np.inf)
+    low = np.where(np.isfinite(low), low, 0) if shift else 0
+    return (scores - low) / np.where(std > 1e-9, std, 1.0)
+
+
+def evidence_weight(n: np.ndarray, config: RankingConfig) -> np.ndarray:
+    """How much n papers of evidence count against the stated interests: n^p / (n^p + s^p), s
+    the `evidence_scale` and p the `evidence_power`: 0 without evidence, 1/2 at s papers, near
+    1 well beyond (with p = 2, one or two clicks move little, a library of them decides)."""
+    p, s = config.evidence_power, config.evidence_scale
+    n = np.asarray(n, np.float32)
+    return n**p / (n**p + s**p)
+
+
+def _prune(queries: sparse.csr_matrix, terms: int) -> sparse.csr_matrix:
+    """Each row cut to its `terms` largest weights in magnitude: an expanded or learned query
+    holds thousands of small weights that cost time in every product (see `INTEREST_TERMS`)."""
+    queries = queries.tocsr()
+    lengths = np.diff(queries.indptr)
+    if terms <= 0 or not (lengths > terms).any():
+        return queries
+    keep = np.ones(queries.nnz, dtype=bool)
+    for row in np.flatnonzero(lengths > terms):
+        start, end = queries.indptr[row], queries.indptr[row + 1]
+        values = np.abs(queries.data[start:end])
+        keep[start + np.argpartition(-values, terms)[terms:]] = False
+    data, indices = queries.data[keep], queries.indices[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, terms))])
+    return sparse.csr_matrix((data, indices, indptr), shape=queries.shape)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
 
 
 # --- the ranker ----------------------------------------------------------------------------------
@@ -428,12 +530,18 @@ class Ranker:
     """Ranks candidates for many readers, a chunk of readers at a time (sparse matrix products,
     never a Python loop over papers)."""
 
-    def __init__(self, model: TextModel, config: RankingConfig | None = None, examples: Examples | None = None, community: Community | None = None, chunk: int = 512) -> None:
+    def __init__(
+        self, model: TextModel, config: RankingConfig | None = None, examples: Examples | None = None, community: Community | None = None,
+        chunk: int = 512, pool: Pool | None = None, phrase_embedder: PhraseEmbedder | None = None,
+    ) -> None:
         self.model = model
         self.config = config or RankingConfig()
         self.examples = examples
         self.community = community
         self.chunk = chunk
+        self.pool = pool
+        #: Sentence embeddings of phrases; with candidates' embeddings, the semantic half of every score.
+        self.phrase_embedder = phrase_embedder
 
     def rank(
         self,
@@ -455,86 +563,190 @@ class Ranker:
 
     def scores(self, readers: Sequence[Reader], candidates: Candidates) -> np.ndarray:
         """The final score of every candidate for every reader (readers x candidates)."""
-        return self._score(readers, candidates).final
+        return self._score(readers, candidates, None).final
 
-    def _queries(self, readers: Sequence[Reader]) -> "_Queries":
+    def semantic(self, candidates: Candidates) -> bool:
+        return self.phrase_embedder is not None and candidates.embeddings is not None
+
+    # --- the parts of a score --------------------------------------------------------------------
+
+    def _queries(self, readers: Sequence[Reader], candidates: Candidates) -> "_Queries":
         model = self.model
         n_terms = len(model.idf_)
-        phrases: list[str] = []
+        # Each distinct phrase once: readers share many, and everything per phrase is then done once.
+        column: dict[str, int] = {}
         weight_rows, weight_cols, weight_vals = [], [], []
         avoid_rows, avoid_cols = [], []
-        owner: list[int] = []
+        own: list[dict[int, float]] = []  # each reader's phrase columns and weights, in the reader's order
         for i, reader in enumerate(readers):
+            mine: dict[int, float] = {}
             for phrase, weight in reader.interests.phrases:
                 weight_rows.append(i)
-                weight_cols.append(len(phrases))
+                weight_cols.append(column.setdefault(phrase, len(column)))
                 weight_vals.append(weight)
-                owner.append(i)
-                phrases.append(phrase)
+                mine[column[phrase]] = mine.get(column[phrase], 0.0) + weight
+            own.append(mine)
             for phrase in reader.interests.avoid:
                 avoid_rows.append(i)
-                avoid_cols.append(len(phrases))
-                owner.append(-1)
-                phrases.append(phrase)
+                avoid_cols.append(column.setdefault(phrase, len(column)))
+        phrases = list(column)
         phrase_counts = model.counts(phrases) if phrases else sparse.csr_matrix((0, n_terms), dtype=np.float32)
-        phrase_vectors = model.queries(phrase_counts)
         shape = (len(readers), len(phrases))
         weights = sparse.csr_matrix((np.array(weight_vals, np.float32), (weight_rows, weight_cols)), shape=shape)
         avoid = sparse.csr_matrix((np.ones(len(avoid_rows), np.float32), (avoid_rows, avoid_cols)), shape=shape)
-        # All of a reader's phrases make one query, as if written as one text (each word counted
-        # as often as its phrases' weights say): a phrase of rare words is not drowned by a common one.
+        # All of a reader's phrases make one query, as if written as one text (each word and pair
+        # counted as often as its phrases' weights say): a phrase of rare words is not drowned by a common one.
         interest = model.queries(weights @ phrase_counts)
-        avoid_q = model.queries(avoid @ phrase_counts)
-        positive, negative, negative_mass = self._history_queries(readers, n_terms)
-        return _Queries(interest, avoid_q, positive, negative, negative_mass, phrases, phrase_vectors, weights)
+        phrase_embeddings = None
+        interest_embedding = None
+        if self.semantic(candidates) and phrases:
+            phrase_embeddings = np.asarray(self.phrase_embedder(phrases), np.float32)
+            interest_embedding = _unit_rows(np.asarray(weights @ phrase_embeddings))
+        columns = [np.fromiter(mine, dtype=np.int64, count=len(mine)) for mine in own]
+        shares = [np.fromiter(mine.values(), dtype=np.float64, count=len(mine)) for mine in own]
+        return _Queries(interest, avoid, phrases, weights, phrase_embeddings, interest_embedding, columns, shares)
 
-    def _history_queries(self, readers: Sequence[Reader], n_terms: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
-        """Rocchio: the positive query is the mean of the opened papers less a little of the mean
-        of those skipped (which sharpens it without pushing the whole topic down); papers turned
-        down make a query of their own, subtracted by the evidence for it."""
-        examples = self.examples
-        empty = sparse.csr_matrix((len(readers), n_terms), dtype=np.float32)
-        if examples is None or not any(r.history.papers for r in readers):
-            return empty, empty, np.zeros(len(readers), np.float32)
-        kinds: dict[str, tuple[list[int], list[int], list[float]]] = {k: ([], [], []) for k in ("positive", "skipped", "down")}
-        for i, reader in enumerate(readers):
-            for paper, weight in zip(reader.history.papers, reader.history.weights):
-                row = examples.row.get(paper)
-                if row is None:
-                    continue
-                kind = "positive" if weight > 0 else ("down" if weight <= TURNED_DOWN else "skipped")
-                rows, cols, vals = kinds[kind]
-                rows.append(i), cols.append(row), vals.append(abs(weight))
-        shape = (len(readers), examples.vectors.shape[0])
-        matrices = {k: sparse.csr_matrix((np.array(v, np.float32), (r, c)), shape=shape) for k, (r, c, v) in kinds.items()}
-        mean_positive = normalize(matrices["positive"], norm="l1") @ examples.vectors
-        skipped = matrices["skipped"]
-        counts = np.maximum(np.diff(skipped.indptr), 1).astype(np.float32)
-        mean_skipped = sparse.diags(1 / counts) @ skipped @ examples.vectors  # weights (0.15) times the mean
-        has_positive = np.diff(matrices["positive"].indptr) > 0
-        positive = normalize(mean_positive - sparse.diags(has_positive.astype(np.float32)) @ mean_skipped).tocsr()
-        positive.data = np.maximum(positive.data, 0)  # a query never asks for a word's absence
-        positive = normalize(positive).tocsr()
-        down = matrices["down"]
-        mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
-        return positive, normalize(down @ examples.vectors).tocsr(), mass
-
-    def _score(self, readers: Sequence[Reader], candidates: Candidates) -> "_Scores":
+    def _expand(self, q: "_Queries", has_interests: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray | None]:
+        """Pseudo-relevance feedback: each reader's interest query plus the centroid of the papers
+        of the pool that best match each of their phrases (`prf_papers` per phrase, in words and,
+        where there are embeddings, in meaning), each phrase counting by its weight. Per phrase,
+        so that a reader's strongest interest does not take the expansion over from the others."""
         cfg = self.config
-        q = self._queries(readers)
-        docs_t = candidates.docs.T.tocsr()
-        interest = (q.interest @ docs_t).toarray()
-        history = (q.positive @ docs_t).toarray()
-        n = np.array([r.history.positives for r in readers], np.float32)[:, None]
-        has_interests = np.array([bool(r.interests.phrases) for r in readers])[:, None]
-        w = np.where(has_interests, n / (n + cfg.evidence_scale), 1.0)
+        words, meaning = self._feedback_centroids(q.phrases)
+        share = normalize(q.weights, norm="l1")  # readers x phrases: each interest phrase by its weight
+        expanded = normalize(_prune(normalize(q.interest) + cfg.prf_weight * normalize(share @ words), INTEREST_TERMS)).astype(np.float32).tocsr()
+        dense = None
+        if q.interest_embedding is not None and meaning is not None:
+            dense = _unit_rows(q.interest_embedding + cfg.prf_semantic_weight * _unit_rows(np.asarray(share @ meaning)))
+        return expanded, dense
+
+    def _feedback_centroids(self, phrases: Sequence[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
+        """For each phrase, the centroid (words, and embeddings where there are) of the
+        `prf_papers` papers of the pool that match it best: worked out once per phrase for all the
+        readers this ranker serves (a run's subscribers share many phrases)."""
+        cfg = self.config
+        pool = self.pool
+        cache = self.__dict__.setdefault("_prf_cache", {})
+        todo = [p for p in dict.fromkeys(phrases) if p not in cache]
+        m = min(cfg.prf_papers, len(pool))
+        dense = self.phrase_embedder is not None and pool.embeddings is not None
+        for start in range(0, len(todo), PRF_BATCH):
+            part = todo[start : start + PRF_BATCH]
+            match = (self.model.queries(self.model.counts(part)) @ pool.docs_t()).toarray()
+            if dense:
+                meaning = np.asarray(self.phrase_embedder(part), np.float32) @ pool.embeddings.T
+                match = _spread(match, None, shift=False) + cfg.semantic_weight * _spread(meaning, None)
+            top = np.argpartition(-match, m - 1, axis=1)[:, :m]
+            rows, cols = [], []
+            for j, (found, scores) in enumerate(zip(top, match)):
+                found = found[scores[found] > 0]  # a paper sharing nothing with the phrase is no feedback
+                rows.extend([j] * found.size)
+                cols.extend(found.tolist())
+            pick = normalize(sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(part), len(pool))), norm="l1")
+            centroids = _prune(normalize(pick @ pool.vectors), INTEREST_TERMS)
+            embedded = _unit_rows(np.asarray(pick @ pool.embeddings)) if dense else None
+            for j, phrase in enumerate(part):
+                cache[phrase] = (centroids[j], embedded[j] if embedded is not None else None)
+        words = sparse.vstack([cache[p][0] for p in phrases]).tocsr() if phrases else sparse.csr_matrix((0, len(self.model.idf_)), dtype=np.float32)
+        meaning = np.stack([cache[p][1] for p in phrases]) if dense and phrases else None
+        return words, meaning
+
+    def _history(self, readers: Sequence[Reader], candidates: Candidates) -> "_HistoryParts":
+        """The learned models as queries: the examples' weights times their vectors (the dual
+        form), plus the corpus centroid's weight times each candidate's typicality. Raw evidence
+        (no learned model yet) counts as the centroid of the positives less `typicality` times
+        the corpus centroid; papers turned down by a reader with no positives make a query of
+        their own, subtracted by the evidence for it."""
+        cfg = self.config
+        examples = self.examples
+        n = len(readers)
+        empty = _HistoryParts(None, np.zeros(n, np.float32), None, None, np.zeros(n, np.float32), None)
+        if examples is None or not any(r.history.papers for r in readers):
+            return empty
+        model_rows, model_cols, model_vals = [], [], []
+        raw_rows, raw_cols = [], []
+        like_rows, like_cols = [], []
+        down_rows, down_cols = [], []
+        background = np.zeros(n, np.float32)
+        for i, reader in enumerate(readers):
+            history = reader.history
+            positives = [examples.row[p] for p in history.positive_papers if p in examples.row]
+            like_rows += [i] * len(positives)
+            like_cols += positives
+            if history.learned:
+                for paper, weight in zip(history.papers, history.weights):
+                    row = examples.row.get(paper)
+                    if row is not None:
+                        model_rows.append(i), model_cols.append(row), model_vals.append(weight)
+                background[i] = history.background
+            elif positives:
+                raw_rows += [i] * len(positives)
+                raw_cols += positives
+                background[i] = -cfg.typicality
+            if not history.positives:
+                downs = [examples.row[p] for p in history.down_papers if p in examples.row]
+                down_rows += [i] * len(downs)
+                down_cols += downs
+        shape = (n, examples.vectors.shape[0])
+        learned = sparse.csr_matrix((np.array(model_vals, np.float32), (model_rows, model_cols)), shape=shape)
+        raw = normalize(sparse.csr_matrix((np.ones(len(raw_rows), np.float32), (raw_rows, raw_cols)), shape=shape), norm="l1")
+        liked = sparse.csr_matrix((np.ones(len(like_rows), np.float32), (like_rows, like_cols)), shape=shape)
+        down = sparse.csr_matrix((np.ones(len(down_rows), np.float32), (down_rows, down_cols)), shape=shape)
+        # Raw evidence: the unit centroid of the positives (the background is scaled to a unit query).
+        query = learned @ examples.vectors
+        if raw.nnz:
+            query = query + normalize(raw @ examples.vectors)
+        query = _prune(query, MODEL_TERMS)
+        weights = (learned + raw).tocsr()
+        likeness = normalize(_prune(liked @ examples.words, INTEREST_TERMS)).tocsr()  # the centroid of what was opened: for matches and reasons
+        negative = normalize(down @ examples.vectors).tocsr()
+        mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
+        meaning = None
+        if self.semantic(candidates) and examples.embeddings is not None:
+            combined = np.asarray(weights @ examples.embeddings)
+            centroid = self.pool.embedding_centroid if self.pool is not None else None
+            if centroid is None:
+                centroid = candidates.embeddings.mean(axis=0)
+            has_model = np.diff(weights.indptr) > 0
+            meaning = np.where(has_model[:, None], _unit_rows(combined) - cfg.semantic_typicality * centroid[None, :], 0).astype(np.float32)
+        return _HistoryParts(query, background, likeness, negative, mass, meaning)
+
+    def _score(self, readers: Sequence[Reader], candidates: Candidates, allowed: Sequence[np.ndarray | None] | None) -> "_Scores":
+        cfg = self.config
+        q = self._queries(readers, candidates)
+        docs_t = candidates.docs_t()
+        mask = None
+        if allowed is not None and any(a is not None for a in allowed):
+            mask = np.stack([np.ones(len(candidates), bool) if a is None else a for a in allowed])
+        has_interests = np.array([bool(r.interests.phrases) for r in readers])
+        n = np.array([r.history.positives for r in readers], np.float32)
+        semantic = self.semantic(candidates)
+        interest_words, interest_meaning = q.interest, q.interest_embedding
+        if self.pool is not None and len(self.pool) and cfg.prf_papers > 0 and cfg.prf_weight > 0 and has_interests.any():
+            expanded_words, expanded_meaning = self._expand(q, has_interests)
+            interest_words = expanded_words
+            interest_meaning = expanded_meaning if expanded_meaning is not None else interest_meaning
+        interest = _spread((interest_words @ docs_t).toarray(), mask, shift=False)
+        if semantic and interest_meaning is not None:
+            interest += cfg.semantic_weight * _spread(interest_meaning @ candidates.embeddings.T, mask)
+        h = self._history(readers, candidates)
+        history = np.zeros_like(interest)
+        if h.query is not None:
+            history = _spread((h.query @ docs_t).toarray() + h.background[:, None] * candidates.typicality[None, :], mask)
+            if h.meaning is not None:
+                history += cfg.semantic_history_weight * _spread(h.meaning @ candidates.embeddings.T, mask)
+        w = np.where(has_interests, evidence_weight(n, cfg), (n > 0).astype(np.float32))[:, None]
         content = w * history + (1 - w) * interest
-        if q.negative.nnz:
-            strength = (cfg.negative_weight * q.negative_mass / (q.negative_mass + cfg.evidence_scale))[:, None]
-            content -= strength * (q.negative @ docs_t).toarray()
+        if h.negative is not None and h.negative.nnz:
+            # "Less like this" is said on purpose: one counts half at once (a click is weighed more slowly).
+            strength = (cfg.negative_weight * h.negative_mass / (h.negative_mass + 1))[:, None]
+            content -= strength * _spread((h.negative @ docs_t).toarray(), mask, shift=False)
+        best = np.maximum(np.where(mask, content, -np.inf).max(axis=1, initial=0.0) if mask is not None else content.max(axis=1, initial=0.0), 1e-9)[:, None]
+        match = self._matches(q, candidates)
         if q.avoid.nnz:
-            content -= cfg.avoid_weight * (q.avoid @ docs_t).toarray()
-        best = np.maximum(content.max(axis=1, initial=0.0), 1e-9)[:, None]
+            held = np.where(match.coverage >= cfg.min_match, match.coverage, 0)
+            # A paper holding an avoided phrase loses the reader's best score (times `avoid_weight`).
+            content -= cfg.avoid_weight * np.minimum((held @ q.avoid.T.toarray()).T, 1.0) * best
         followed: list[tuple[set[int], dict[int, list[str]]]] = []
         in_category: list[set[int]] = []
         for i, reader in enumerate(readers):
@@ -553,28 +765,38 @@ class Ranker:
             # A paper readers like you opened counts as if its content score were at least a share of
             # the reader's best match: collaborative evidence can surface what the words miss.
             final = content + cfg.readers_like_you * votes * np.maximum(content, cfg.readers_like_you_floor * best)
-        return _Scores(q, content, final, votes, history, interest, w, followed, in_category)
+        return _Scores(q, content, final, votes, history, interest, w, followed, in_category, h, match, list(readers))
+
+    def _matches(self, q: "_Queries", candidates: Candidates) -> "_Matches":
+        """How much of each phrase each candidate contains (candidates x phrases), and, with
+        embeddings, how close in meaning each is to each phrase."""
+        weights = self.model.phrase_weights(q.phrases) if q.phrases else None
+        covered = weights.coverage(candidates.present, candidates.near) if weights is not None else np.zeros((len(candidates), 0), np.float32)
+        related = None
+        if q.phrase_embeddings is not None:
+            related = candidates.embeddings @ q.phrase_embeddings.T
+        return _Matches(covered, related, weights)
+
+    # --- choosing and explaining -----------------------------------------------------------------
 
     def _rank_chunk(self, readers, candidates, allowed, k, require_match, explain) -> list[list[Ranked]]:
         cfg = self.config
-        s = self._score(readers, candidates)
+        s = self._score(readers, candidates, allowed)
         final = s.final
         results = []
-        coverage = None
         likeness = None
         similarity = candidates.similarity() if cfg.diversity > 0 else None
-        if require_match or explain:
-            coverage = _coverage(candidates.present, s.queries)  # candidates x phrases
-            if s.queries.positive.nnz:
-                likeness = (candidates.vectors @ s.queries.positive.T).toarray()  # candidates x readers
+        if s.history_parts.likeness is not None and s.history_parts.likeness.nnz:
+            likeness = (candidates.vectors @ s.history_parts.likeness.T).toarray()  # candidates x readers
+        found = self._phrase_match(s.matches)  # candidates x the chunk's phrases
+        said = self._said_about(readers, s) if cfg.interest_quota else None
         for i, reader in enumerate(readers):
             scores = final[i].copy()
             mask = np.ones(len(candidates), dtype=bool) if allowed[i] is None else allowed[i].copy()
+            mine = s.queries.phrase_columns(i)
+            phrase_match = found[:, mine]  # candidates x the reader's phrases
             if require_match:
-                matched = np.zeros(len(candidates), dtype=bool)
-                mine = s.queries.phrase_columns(i)
-                if mine.size:
-                    matched |= coverage[:, mine].max(axis=1) >= cfg.min_match
+                matched = phrase_match.any(axis=1) if mine.size else np.zeros(len(candidates), dtype=bool)
                 if likeness is not None and reader.history.positives:
                     matched |= likeness[:, i] >= cfg.min_like
                 if s.votes is not None:
@@ -584,28 +806,124 @@ class Ranker:
                 mask &= matched
             limit = k or reader.max_items
             order = top_k(scores, limit + 4 * min(limit, MMR_DEPTH), mask)
-            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity, similarity=similarity)
+            groups, shares = self._interest_groups(i, order, s, mine, phrase_match, scores, said)
+            # The stated weights share out the places until the subscriber says otherwise: what they
+            # opened, liked or turned down frees a share of the places, which go by score.
+            told = reader.history.positives + len(reader.history.down_papers)
+            w = float(evidence_weight(np.float32(told), cfg))
+            free = float(shares.sum()) * w / (1 - w) if shares is not None else 0.0
+            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity, similarity=similarity, groups=groups, shares=shares, free_share=free)
             results.append([Ranked(row, float(scores[row])) for row in picked])
         if explain:
             nearest = self._nearest_positives(readers, results, candidates)
             for i, (reader, ranked) in enumerate(zip(readers, results)):
+                mine = s.queries.phrase_columns(i)
                 for item in ranked:
-                    item.reasons = self._reasons(i, item.index, reader, s, candidates, coverage, likeness, nearest)
+                    item.reasons = self._reasons(i, item.index, reader, s, candidates, mine, likeness, nearest)
         return results
 
-    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, coverage, likeness, nearest: dict[tuple[int, int], int]) -> list[str]:
+    def _phrase_match(self, matches: "_Matches") -> np.ndarray:
+        """Which candidates truly match which phrases: they contain it (`min_match` of its
+        weighed words and pairs), or (embeddings) are close to it in meaning (`min_related`)."""
+        cfg = self.config
+        found = matches.coverage >= cfg.min_match
+        if matches.related is not None and cfg.min_related < 1:
+            found |= matches.related >= cfg.min_related
+        return found
+
+    def _interest_groups(self, i: int, order: np.ndarray, s: "_Scores", mine: np.ndarray, phrase_match: np.ndarray, scores: np.ndarray, said):
+        """For sharing the top places out over the interests: the interest each ranked item
+        stands for (none for an item that truly matches none, or is not a good match: scoring
+        below `quota_floor` of the reader's best times the interest's weight over the largest, or
+        below `quota_interest_floor` of the interest's own best), and each interest's weight
+        (times what the reader's feedback says of it)."""
+        cfg = self.config
+        if not cfg.interest_quota or mine.size < 2 or not len(order):
+            return None, None
+        weights = s.queries.shares[i]
+        matched = phrase_match[order]
+        strength = np.where(matched, s.matches.coverage[order][:, mine] + 1e-3, 0)
+        if s.matches.related is not None:
+            strength = np.maximum(strength, np.where(matched, s.matches.related[order][:, mine], 0))
+        best = scores[order[0]]
+        ranked = scores[order]
+        matches = strength > 0
+        if best > 0:  # a weak match holds no place (it competes by score): below a share of the reader's
+            # best, that share scaled by the interest's weight (a lesser interest's papers score less) ...
+            floor = cfg.quota_floor * best * weights / weights.max()
+            strength[ranked[:, None] < floor[None, :]] = 0
+            # ... or below a share of the interest's own best match, among the papers that match no
+            # heavier interest (a paper of a heavier interest scores by that interest's weight)
+            good = strength > 0
+            heavier = weights[None, :] > weights[:, None]  # [g, h]: h weighs more than g
+            alone = (good.astype(np.int32) @ heavier.T.astype(np.int32)) == 0  # items x interests
+            own = np.where(good & alone, ranked[:, None], 0).max(axis=0)
+            own = np.where(own > 0, own, np.where(good, ranked[:, None], 0).max(axis=0))
+            strength[ranked[:, None] < cfg.quota_interest_floor * own[None, :]] = 0
+        # An item that matches several interests stands for the one it matches best (ties: the
+        # interest with fewer good matches), so that each interest has papers of its own.
+        scarcity = 1e-6 / (1 + (strength > 0).sum(axis=0))
+        chosen = np.argmax(strength + np.where(strength > 0, scarcity[None, :], 0), axis=1)
+        member = np.zeros_like(strength, dtype=bool)
+        has = strength.max(axis=1) > 0
+        member[np.flatnonzero(has), chosen[has]] = True
+        # A weak match of an interest heavier than another stays that interest's: competing by
+        # score, the heavier weight alone would let it take the lighter interests' places.
+        weak = ~has & matches.any(axis=1)
+        if weak.any():
+            strongest = np.argmax(np.where(matches, weights[None, :], 0), axis=1)  # its heaviest interest
+            keep = weak & (weights[strongest] > weights.min())
+            member[np.flatnonzero(keep), strongest[keep]] = True
+        return member, weights * said[i] if said is not None and i in said else weights
+
+    def _said_about(self, readers: Sequence[Reader], s: "_Scores") -> dict[int, np.ndarray]:
+        """What each reader's feedback says of each of their interests: (1 + papers opened or
+        liked that match it) / (1 + papers turned down that match it), a factor on its share;
+        for the readers who said anything (one product for the chunk)."""
+        examples = self.examples
+        if examples is None or s.matches.phrase_weights is None:
+            return {}
+        wanted = {}
+        for i, reader in enumerate(readers):
+            if reader.history.papers and s.queries.phrase_columns(i).size >= 2:
+                up = [examples.row[p] for p in reader.history.positive_papers if p in examples.row]
+                down = [examples.row[p] for p in reader.history.down_papers if p in examples.row]
+                if up or down:
+                    wanted[i] = (up, down)
+        if not wanted:
+            return {}
+        rows = np.unique(np.concatenate([np.array(up + down, dtype=np.int64) for up, down in wanted.values()]))
+        present = examples.vectors[rows].copy()
+        present.data[:] = 1
+        matched = s.matches.phrase_weights.coverage(present) >= self.config.min_match  # example rows x the chunk's phrases
+        at = {row: j for j, row in enumerate(rows.tolist())}
+        factors = {}
+        for i, (up, down) in wanted.items():
+            mine = s.queries.phrase_columns(i)
+            ups = matched[[at[r] for r in up]][:, mine].sum(axis=0) if up else 0
+            downs = matched[[at[r] for r in down]][:, mine].sum(axis=0) if down else 0
+            factors[i] = (1 + ups) / (1 + downs)
+        return factors
+
+    def _reasons(self, i: int, row: int, reader: Reader, s: "_Scores", candidates: Candidates, mine: np.ndarray, likeness, nearest: dict[tuple[int, int], int]) -> list[str]:
         cfg = self.config
         reasons = []
-        mine = s.queries.phrase_columns(i)
-        if mine.size and coverage is not None:
-            hits = [(coverage[row, j], s.queries.phrases[j]) for j in mine if coverage[row, j] >= cfg.min_match]
+        if mine.size:
+            covered = s.matches.coverage[row, mine]
+            hits = [(covered[j], s.queries.phrases[c]) for j, c in enumerate(mine) if covered[j] >= cfg.min_match]
             hits.sort(key=lambda h: -h[0])
             if hits:
                 reasons.append("matches " + ", ".join(p for _, p in hits[:3]))
-        # Said when the opened papers make up a fair share (a quarter) of the score, or are all of it.
-        from_history_part = s.weight[i, 0] * s.history[i, row]
-        from_history = from_history_part >= HISTORY_SHARE * (from_history_part + (1 - s.weight[i, 0]) * s.interest[i, row]) or not reasons
-        if reader.history.positives and from_history and self.examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
+            if s.matches.related is not None and cfg.min_related < 1:
+                lexical = {p for _, p in hits}
+                close = [(s.matches.related[row, c], s.queries.phrases[c]) for c in mine
+                         if s.matches.related[row, c] >= cfg.min_related and s.queries.phrases[c] not in lexical]
+                close.sort(key=lambda h: -h[0])
+                if close:
+                    reasons.append("close to " + ", ".join(f"“{p}”" for _, p in close[:2]))
+        # Said whenever the paper is like one the reader opened (`min_like`): true, and it is what
+        # the learned model, whatever its share of the score, reads.
+        if reader.history.positives and self.examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
             paper = nearest.get((i, row))
             if paper is not None:
                 title = self.examples.titles[paper]
@@ -629,7 +947,7 @@ class Ranker:
         nearest: dict[tuple[int, int], int] = {}
         if examples is None:
             return nearest
-        positives = [[examples.row[p] for p, w in zip(r.history.papers, r.history.weights) if w > 0 and p in examples.row] for r in readers]
+        positives = [[examples.row[p] for p in r.history.positive_papers if p in examples.row] for r in readers]
         for start in range(0, len(readers), NEAREST_GROUP):
             group = range(start, min(start + NEAREST_GROUP, len(readers)))
             mine = [i for i in group if positives[i] and results[i]]
@@ -637,7 +955,7 @@ class Ranker:
                 continue
             example_rows = np.unique(np.concatenate([positives[i] for i in mine]))
             item_rows = np.unique(np.concatenate([[item.index for item in results[i]] for i in mine]))
-            sims = (candidates.vectors[item_rows] @ examples.vectors[example_rows].T).toarray()
+            sims = (candidates.vectors[item_rows] @ examples.words[example_rows].T).toarray()
             example_at = {row: j for j, row in enumerate(example_rows.tolist())}
             item_at = {row: j for j, row in enumerate(item_rows.tolist())}
             for i in mine:
@@ -653,16 +971,33 @@ class Ranker:
 @dataclass
 class _Queries:
     interest: sparse.csr_matrix
-    avoid: sparse.csr_matrix
-    positive: sparse.csr_matrix
-    negative: sparse.csr_matrix
-    negative_mass: np.ndarray
+    avoid: sparse.csr_matrix  # readers x phrases (avoid phrases only)
     phrases: list[str]
-    phrase_vectors: sparse.csr_matrix
     weights: sparse.csr_matrix  # readers x phrases (interest phrases only)
+    phrase_embeddings: np.ndarray | None = None
+    interest_embedding: np.ndarray | None = None
+    columns: list[np.ndarray] = field(default_factory=list)  # each reader's phrase columns, in their order
+    shares: list[np.ndarray] = field(default_factory=list)  # ... and their weights
 
     def phrase_columns(self, reader: int) -> np.ndarray:
-        return self.weights.indices[self.weights.indptr[reader] : self.weights.indptr[reader + 1]]
+        return self.columns[reader]
+
+
+@dataclass
+class _HistoryParts:
+    query: sparse.csr_matrix | None  # the learned models' term weights (readers x terms)
+    background: np.ndarray  # the weight of the corpus centroid in each model
+    likeness: sparse.csr_matrix | None  # the unit centroid of each reader's opened papers
+    negative: sparse.csr_matrix | None  # papers turned down, for readers with no positives
+    negative_mass: np.ndarray
+    meaning: np.ndarray | None  # the models in the embedding space
+
+
+@dataclass
+class _Matches:
+    coverage: np.ndarray  # candidates x phrases: share of each phrase a paper contains
+    related: np.ndarray | None  # candidates x phrases: cosine of embeddings, with the semantic extra
+    phrase_weights: object = None  # the `textmodel.PhraseWeights` of the chunk's phrases
 
 
 @dataclass
@@ -676,12 +1011,6 @@ class _Scores:
     weight: np.ndarray
     followed: list[tuple[set[int], dict[int, list[str]]]]
     in_category: list[set[int]]
-
-
-def _coverage(present: sparse.csr_matrix, queries: _Queries) -> np.ndarray:
-    """How much of each phrase each candidate contains: the share of the phrase's squared TF-IDF
-    weight on words present in the paper (1 = all of it), whatever the paper's length."""
-    if not queries.phrases:
-        return np.zeros((present.shape[0], 0), np.float32)
-    squared = queries.phrase_vectors.multiply(queries.phrase_vectors).tocsr()
-    return (present @ squared.T).toarray()
+    history_parts: _HistoryParts
+    matches: _Matches
+    readers: list

@@ -26,13 +26,14 @@ from sqlmodel import col, select
 
 from .config import AppConfig
 from .db import Database, chunks
+from .embeddings import Embedder, embed_missing, from_settings, load_vectors, phrase_vectors
 from .links import LinkMaker, LinkSigner, paper_link, safe_url
 from .mail.compose import DkimKey, Outgoing, compose, message_id
 from .mail.render import DigestView, RenderedDigest, Renderer
 from .mail.transports import Delivered, DeliveryError, Transport
 from .mail.view import digest_view, item_view, load_items, paper_fields
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
-from .ranking import Candidates, Community, Examples, History, Interests, Ranked, Ranker, Reader, TextModel, paper_text
+from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
 from .schedule import is_due, local_date, local_instant
 from .settings import Settings
 from .training import community_clicks, history_papers, load_histories
@@ -142,10 +143,12 @@ class Selector:
     once per run, and every candidate paper is vectorized once.
     """
 
-    def __init__(self, db: Database, config: AppConfig, now: dt.datetime) -> None:
+    def __init__(self, db: Database, config: AppConfig, now: dt.datetime, embedder: Embedder | None = None) -> None:
         self.db = db
         self.config = config
         self.now = now
+        #: With the semantic extra: papers and phrases are embedded too (their vectors loaded in batch).
+        self.embedder = embedder
         self.model: TextModel | None = None
         self.papers: list[Paper] = []
         self._sent: dict[int, set[int]] = {}
@@ -189,10 +192,11 @@ class Selector:
         """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
         the candidates of every plan (papers first seen since its window began, or for a past
         date announced in its window) once for everyone."""
+        cfg = self.config.ranking
         live = [p.window_start for p in plans if not p.past]
         since = min(live) if live else None
         backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
-        fit_since = min(since or self.now, self.now - dt.timedelta(days=self.config.ranking.fit_days))
+        fit_since = min(since or self.now, self.now - dt.timedelta(days=cfg.fit_days))
         history_ids = history_papers(self.db, [p.subscriber.id for p in plans])
         with self.db.session() as session:
             corpus = list(session.exec(
@@ -228,17 +232,41 @@ class Selector:
         phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
         self.model = TextModel()
         counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
-        self.candidates = Candidates.build(
-            self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers]
-        )
         row = {p.id: i for i, p in enumerate(corpus)}
         example_ids = sorted(p for p in history_ids if p in row)
-        examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]])
-        community = Community(community_clicks(self.db), self.config.ranking.neighbours)
-        self.ranker = Ranker(self.model, self.config.ranking, examples, community)
+        recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
+        vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, subscribers)
+        self.candidates = Candidates.build(
+            self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers],
+            vectors[fresh] if vectors is not None else None, texts=[paper_text(p.title, p.abstract, p.authors) for p in self.papers], phrases=phrases,
+        )
+        examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]],
+                                  vectors[[row[p] for p in example_ids]] if vectors is not None else None)
+        pool = Pool.build(self.model, counts[recent], vectors[recent] if vectors is not None else None) if recent else None
+        community = Community(community_clicks(self.db), cfg.neighbours)
+        semantic = self.embedder.phrases if vectors is not None else None
+        self.ranker = Ranker(self.model, cfg, examples, community, pool=pool, phrase_embedder=semantic)
         self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
         self._announced = np.array([announced(p).timestamp() for p in self.papers])
         self._ids = np.array([p.id for p in self.papers])
+
+    def _embeddings(self, corpus: Sequence[Paper], fresh: Sequence[int], examples: Sequence[int], recent: Sequence[int], subscribers: Sequence[Subscriber]) -> np.ndarray | None:
+        """The corpus' embeddings (rows of zeros where a paper has none), loaded in batch: the
+        candidates' and the examples' are computed now if they are missing (papers met before
+        the model was set); the older pool's are left to `digest embed`. The subscribers'
+        phrases are embedded once and kept. None without the semantic extra."""
+        if self.embedder is None:
+            return None
+        needed = sorted({corpus[i].id for i in (*fresh, *examples)})
+        made = embed_missing(self.db, self.embedder, needed)
+        if made:
+            log.info("embedded %d papers that had no vector for %s", made, self.embedder.key)
+        vectors, found = load_vectors(self.db, self.embedder.key, [p.id for p in corpus], self.embedder.dim)
+        lacking = len(recent) - int(found[list(recent)].sum()) if len(recent) else 0
+        if lacking:
+            log.info("%d recent papers have no embedding (run `digest embed` to compute them)", lacking)
+        phrase_vectors(self.db, self.embedder, {p for s in subscribers for p in Interests.from_subscriber(s).all_phrases()})
+        return vectors
 
     def select(self, plans: Sequence[Plan]) -> list[Selection]:
         """The chosen papers of each plan: ranked for all subscribers together."""
@@ -363,7 +391,7 @@ class DigestSender:
         subscribers = [s for s in subscribers if not is_paused(s, date or local_today(s, now))]
         if not subscribers:
             return report
-        selector = Selector(self.db, self.config, now)
+        selector = Selector(self.db, self.config, now, from_settings(self.settings.embedding_model))
         plans = selector.plan(subscribers, date)
         parallel = not self.transport.verifiable and self.transport.connections > 1
         fresh = sum(1 for p in plans if p.existing is None)
@@ -952,7 +980,7 @@ class Preview:
 def preview_digest(sender: DigestSender, subscriber: Subscriber, date: dt.date | None = None) -> Preview:
     """Render `subscriber`'s digest for `date`; nothing is stored and links go straight to the papers
     unless the digest exists already (then it is shown as it was sent, tracked links included)."""
-    selector = Selector(sender.db, sender.config, sender.clock())
+    selector = Selector(sender.db, sender.config, sender.clock(), from_settings(sender.settings.embedding_model))
     day = date or local_today(subscriber, selector.now)
     if is_paused(subscriber, day):
         return Preview(day, None, None, f"digests are paused until {subscriber.paused_until}")

@@ -42,6 +42,7 @@ from sqlmodel import select
 
 from .config import AppConfig, load_config
 from .db import Database
+from .embeddings import embed_new, last_paper
 from .ingest import SourceError, SourceSpec, ingest_source
 from .ingest.fetch import Fetcher, is_url
 from .mail.render import Renderer
@@ -160,7 +161,7 @@ class Service:
                 self.sync_profiles()
                 self._sync_jobs_unless_stopping()
             elif kind == "retrain":
-                retrain(self.db)
+                retrain(self.db, config=self.config.ranking)
             else:
                 log.error("unknown job %s", kind)
         except Exception:
@@ -193,11 +194,14 @@ class Service:
             log.warning("source %r is no longer configured", name)
             return
         fetcher = Fetcher(sleep=self._pause) if is_url(source.url) else None
+        before = last_paper(self.db) if self.settings.embedding_model else 0
         try:
-            ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers), fetcher=fetcher)
+            result = ingest_source(self.db, SourceSpec(source.url, source.name, source.max_papers), fetcher=fetcher)
         finally:
             if fetcher is not None:
                 fetcher.close()
+        if result.new and self.settings.embedding_model:
+            embed_new(self.db, self.settings.embedding_model, before)
 
     def _pause(self, seconds: float) -> None:
         """The ingest's waits (politeness, backoff): cut short by a stop, which ends the ingest."""

@@ -67,6 +67,8 @@ class Settings:
     dkim_key: Path | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None
+    #: With the `semantic` extra: a fastembed model name or a local model folder (None: TF-IDF only).
+    embedding_model: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> "Settings":
@@ -138,6 +140,7 @@ class Settings:
             dkim_key=Path(dkim["DIGEST_DKIM_KEY"]) if dkim["DIGEST_DKIM_KEY"] else None,
             dkim_selector=dkim["DIGEST_DKIM_SELECTOR"],
             dkim_domain=dkim["DIGEST_DKIM_DOMAIN"],
+            embedding_model=get("DIGEST_EMBEDDING_MODEL"),
         )
 
     def require_secret_key(self) -> str:

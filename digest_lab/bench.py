@@ -33,7 +33,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import select
 
-from digest.config import load_config
+from digest.config import RankingConfig, load_config
 from digest.db import Database
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
@@ -42,9 +42,10 @@ from digest.mail.compose import Outgoing, compose
 from digest.mail.render import DigestView, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.mail.view import digest_view
-from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, SubscriberModel, utcnow
+from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, Paper, Subscriber, utcnow
 from digest.send import BATCH, DigestSender, Selection, Selector
 from digest.settings import PACKAGED_TEMPLATES, Settings
+from digest.training import retrain
 
 log = logging.getLogger(__name__)
 #: The benchmark's own signing key (a strong one, as every key must be).
@@ -165,8 +166,9 @@ def build_world(path: Path, files: list[Path], users: int, papers: int, seed: in
     """Ingest the daily files into a new database at `path`, make the newest `papers` today's new
     papers, and generate `users` subscribers: interests taken from the word pairs of one or two
     categories' past titles, time zones from UTC-11 to UTC+14, some following categories, authors
-    or avoiding a topic, 70% with a trained model of past clicks (1-25 opened, a few turned down,
-    up to 100 shown and not opened), every one with yesterday's digest already sent."""
+    or avoiding a topic, 70% with feedback on an earlier digest (1-25 opened, a few turned down,
+    up to 100 shown and not opened: `bench_retrain` learns their models), every one with
+    yesterday's digest already sent."""
     rng = np.random.default_rng(seed)
     now = utcnow()
     db = Database(f"sqlite:///{path}")
@@ -213,7 +215,10 @@ def _title_pairs(titles: list[str], keep: int = 40) -> list[str]:
 
 
 def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights, phrases) -> None:
-    subscribers, models, digests = [], [], []
+    """Subscribers, each with yesterday's digest; 70% also with an earlier digest they used: 1-25
+    of its papers opened (5% of those turned down instead), the rest (20-100) shown and not opened,
+    as click and thumbs-down events for the nightly retrain to learn from."""
+    subscribers, digests, items, events = [], [], [], []
     for n in range(users):
         main = topics[rng.choice(len(topics), p=weights)]
         mine = [main] + ([topics[rng.choice(len(topics), p=weights)]] if rng.random() < 0.3 else [])
@@ -232,24 +237,49 @@ def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights,
         })
         yesterday = now.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1)
         digests.append({
-            "subscriber_id": n + 1, "local_date": yesterday, "status": DigestStatus.SENT.value, "attempts": 1,
+            "id": len(digests) + 1, "subscriber_id": n + 1, "local_date": yesterday, "status": DigestStatus.SENT.value, "attempts": 1,
             "window_start": now - dt.timedelta(days=2), "window_end": now - dt.timedelta(hours=21), "created_at": now, "sent_at": now,
         })
         if rng.random() < 0.7:
             opened = rng.choice(own, size=min(len(own), int(rng.integers(1, 26))), replace=False)
             shown = rng.integers(0, len(past), size=int(rng.integers(20, 101)))
-            examples = {int(past[i][0]): -0.15 for i in shown}
-            examples.update({int(past[i][0]): (-1.0 if rng.random() < 0.05 else 1.0) for i in opened})
-            positives = sum(1 for w in examples.values() if w > 0)
-            models.append({
-                "subscriber_id": n + 1, "examples": [[p, w] for p, w in examples.items()], "positives": positives,
-                "negatives": sum(1 for w in examples.values() if w == -1.0), "evidence_until": now - dt.timedelta(hours=22), "trained_at": now,
+            kinds = {int(past[i][0]): "shown" for i in shown}
+            kinds.update({int(past[i][0]): ("down" if rng.random() < 0.05 else "click") for i in opened})
+            digest_id = len(digests) + 1
+            when = now - dt.timedelta(days=2)
+            digests.append({
+                "id": digest_id, "subscriber_id": n + 1, "local_date": yesterday - dt.timedelta(days=1), "status": DigestStatus.SENT.value,
+                "attempts": 1, "window_start": when - dt.timedelta(days=1), "window_end": when, "created_at": when, "sent_at": when,
             })
+            for rank, (paper, kind) in enumerate(kinds.items(), start=1):
+                items.append({"id": len(items) + 1, "digest_id": digest_id, "paper_id": paper, "rank": rank, "score": 0.0, "reason": ""})
+                if kind != "shown":
+                    events.append({"subscriber_id": n + 1, "digest_id": digest_id, "digest_item_id": len(items), "paper_id": paper, "kind": kind,
+                                   "repeat": False, "created_at": when + dt.timedelta(hours=2)})
     with db.transaction() as session:
         connection = session.connection()
-        for table, rows in ((Subscriber.__table__, subscribers), (SubscriberModel.__table__, models), (Digest.__table__, digests)):
+        for table, rows in ((Subscriber.__table__, subscribers), (Digest.__table__, digests), (DigestItem.__table__, items), (FeedbackEvent.__table__, events)):
             for start in range(0, len(rows), 10_000):
                 connection.execute(insert(table), rows[start : start + 10_000])
+
+
+def bench_retrain(world: World) -> Stage:
+    """The nightly retrain (`training.retrain`) of every subscriber with feedback: evidence read
+    from the events, the text model fitted on the recent corpus, one regression each, stored."""
+    db = Database(world.url)
+    config = RankingConfig()
+    report = None
+
+    def work() -> int:
+        nonlocal report
+        report = retrain(db, now=world.now, config=config)
+        return len(report.trained)
+
+    stage = measure(f"nightly retrain, {world.users:,} subscribers", "models", work)
+    stage.note = (f"{len(report.trained):,} with feedback: text model {report.seconds_fitting:.1f} s, regressions {report.seconds_learning:.1f} s "
+                  f"({1e3 * report.seconds_learning / max(len(report.trained), 1):.1f} ms each), the rest reading events and storing")
+    db.dispose()
+    return stage
 
 
 # --- the stages of a daily run, one by one ----------------------------------------------------------
@@ -341,7 +371,7 @@ def _view(links: LinkMaker, selection: Selection, n: int) -> DigestView:
 def bench_smtp(messages: list[Outgoing], workdir: Path, settings: Settings, connections: int) -> Stage:
     """Messages to an aiosmtpd server on loopback, in a process of its own, over `connections` connections."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", f"from digest.bench import smtp_sink; smtp_sink({port})"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-c", f"from digest_lab.bench import smtp_sink; smtp_sink({port})"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         if server.stdout.readline().strip() != b"ready":
             raise RuntimeError("the benchmark's SMTP server did not start")
@@ -447,6 +477,7 @@ def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_00
                 started = time.perf_counter()
                 world = build_world(workdir / f"world-{size}.db", files, size, papers)
                 log.info("generated %d subscribers in %.1f s", size, time.perf_counter() - started)
+                done(bench_retrain(world))  # their models, as the night before the run
                 if "daily" in wanted:
                     copy = World(workdir / f"run-{size}.db", size, papers, world.past_papers, world.now)
                     shutil.copy(world.path, copy.path)

@@ -70,22 +70,38 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
 @click.option("--rankings", type=click.Path(dir_okay=False, path_type=Path), help="Write the production ranking, one JSON line per user.")
 @click.option("--users", "limit_users", type=int, help="Only the first N users (a quick look).")
 @click.option("--no-baselines", is_flag=True, help="Only the production ranker.")
+@click.option("--split-new", "split_seed", type=int, metavar="SEED",
+              help="Re-split a library dataset into the new-papers protocol (a seeded fifth of the papers new); "
+                   "mode history only, since its interests were built from whole libraries.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.pass_obj
-def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, rankings: Path | None, limit_users: int | None, no_baselines: bool, as_json: bool) -> None:
+def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, rankings: Path | None, limit_users: int | None, no_baselines: bool,
+                     split_seed: int | None, as_json: bool) -> None:
     """Offline evaluation on DATASET (papers.jsonl + users.jsonl): recall@10, recall@50 and nDCG@10
-    of the production ranker and of the baselines, with the time each takes per user."""
-    from .evaluation import DatasetError, evaluate, load_dataset, write_rankings
+    of the production ranker and of the baselines, with the time each takes per user.
+
+    Where any paper is marked "new": true (the new-papers protocol, the digest's own task) every
+    method ranks only those; otherwise (library protocol) every paper not in the user's history."""
+    from .evaluation import DatasetError, evaluate, load_dataset, split_new, write_rankings
 
     try:
         data = load_dataset(dataset, limit_users)
     except DatasetError as exc:
         fail(str(exc), BAD_INPUT)
-    modes = modes or ("both", "interests", "history")
-    errors.print(f"{data.name}: {len(data.ids):,} papers, {len(data.users):,} users; modes {', '.join(modes)}.", highlight=False)
+    if split_seed is not None:
+        if data.protocol == "new-papers":
+            fail(f"{dataset} marks its new papers already; --split-new is for library datasets", BAD_INPUT)
+        if set(modes) - {"history"}:
+            fail("--split-new leaks the relevant papers' topics into the interests: use it with --mode history", BAD_INPUT)
+        data = split_new(data, seed=split_seed)
+    modes = modes or (("history",) if split_seed is not None else ("both", "interests", "history"))
+    errors.print(f"{data.name}: {len(data.ids):,} papers ({int(data.new.sum()):,} new), {len(data.users):,} users; {data.protocol} protocol; "
+                 f"modes {', '.join(modes)}.", highlight=False)
+    vectors, embedder = semantic_data(app, data)
     with progress() as bar:
         task = bar.add_task("evaluating", total=None)
-        results = evaluate(data, modes, k, not no_baselines, app.config.ranking, on_result=lambda r: bar.advance(task))
+        results = evaluate(data, modes, k, not no_baselines, app.config.ranking, on_result=lambda r: bar.advance(task),
+                           embeddings=vectors, phrase_embedder=embedder.phrases if embedder else None)
     if rankings:
         for mode in modes:
             production = next(r for r in results if r.method == "production" and r.mode == mode)
@@ -93,14 +109,36 @@ def evaluate_command(app: App, dataset: Path, modes: tuple[str, ...], k: int, ra
             write_rankings(production, path)
             errors.print(f"Rankings ({mode}) written to {path}", highlight=False)
     if as_json:
-        click.echo(json.dumps({"dataset": data.name, "papers": len(data.ids), "users": len(data.users), "results": [r.row() for r in results]}, indent=2))
+        click.echo(json.dumps({"dataset": data.name, "protocol": data.protocol, "papers": len(data.ids), "new_papers": int(data.new.sum()),
+                               "users": len(data.users), "results": [r.row() for r in results]}, indent=2))
         return
-    table = Table(title=f"Evaluation on {data.name} ({len(data.users):,} users)")
+    table = Table(title=f"Evaluation on {data.name} ({len(data.users):,} users, {data.protocol} protocol)")
     for column in ("method", "mode", "recall@10", "recall@50", "nDCG@10", "ms / user"):
         table.add_column(column, justify="left" if column in ("method", "mode") else "right")
     for r in results:
         table.add_row(r.method, r.mode, f"{r.recall10:.4f}", f"{r.recall50:.4f}", f"{r.ndcg10:.4f}", f"{r.ms_per_user:.2f}")
     console.print(table)
+
+
+def semantic_data(app: App, data) -> tuple:
+    """With DIGEST_EMBEDDING_MODEL (and the semantic extra): the dataset's embeddings (cached in
+    var/eval-embeddings) and the embedder, as production would rank with them; else (None, None)."""
+    model = app.settings.embedding_model
+    if not model:
+        return None, None
+    from digest.embeddings import Embedder, EmbeddingUnavailable
+
+    from .evaluation import dataset_embeddings
+
+    try:
+        embedder = Embedder(model)
+    except EmbeddingUnavailable as exc:
+        fail(str(exc), BAD_INPUT)
+    errors.print(f"Semantic: {embedder.key}", highlight=False)
+    with progress() as bar:
+        bar.add_task("embedding the papers (cached after the first run)", total=None)
+        vectors = dataset_embeddings(data, embedder, Path("var") / "eval-embeddings")
+    return vectors, embedder
 
 
 @click.command()
@@ -125,9 +163,11 @@ def simulate(app: App, dataset: Path, days: int, k: int, seed: int, log_path: Pa
         data = load_dataset(dataset, limit_users)
     except DatasetError as exc:
         fail(str(exc), BAD_INPUT)
+    vectors, embedder = semantic_data(app, data)
     with progress() as bar:
         task = bar.add_task("simulating", total=2 * days)
-        report = run_simulation(data, days, k, seed, app.config.ranking, log_path, on_day=lambda arm, day: bar.advance(task))
+        report = run_simulation(data, days, k, seed, app.config.ranking, log_path, on_day=lambda arm, day: bar.advance(task),
+                                embeddings=vectors, phrase_embedder=embedder.phrases if embedder else None)
     summary = report.summary()
     if plot_path:
         plot(report, plot_path, f"{data.name}: {summary['users']:,} users, top {k} a day")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digest_lab.evaluation import day_of_each_paper, load_dataset, metrics
+from digest_lab import evaluation
+from digest_lab.evaluation import arxiv_sanity_baseline, day_of_each_paper, interests_baseline, load_dataset, metrics, popularity_baseline, random_baseline, split_new
 
 from .conftest import Workdir
 
@@ -22,9 +23,11 @@ TOPICS = {
 COMMON = "we propose method results show approach model data study new paper"
 
 
-def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int = 1) -> Path:
+def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int = 1, new_papers: bool = False) -> Path:
     """Papers are bags of their topic's words and common words; a user reads one topic, with a
-    little noise, so a good ranker finds their relevant papers and a random one does not."""
+    little noise, so a good ranker finds their relevant papers and a random one does not.
+    `new_papers`: the new-papers protocol, the last quarter of each topic marked new, each user's
+    papers among them relevant and the others history."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     papers = []
@@ -33,16 +36,23 @@ def write_dataset(folder: Path, users: int = 40, per_topic: int = 40, seed: int 
         for n in range(per_topic):
             text = " ".join(rng.choices(vocabulary, k=12) + rng.choices(COMMON.split(), k=8))
             papers.append({"id": f"{topic}-{n}", "title": "", "abstract": text, "published": None, "authors": []})
+            if new_papers and n >= per_topic * 3 // 4:
+                papers[-1]["new"] = True
     with open(folder / "papers.jsonl", "w") as handle:
         for paper in papers:
             handle.write(json.dumps(paper) + "\n")
     with open(folder / "users.jsonl", "w") as handle:
         for u in range(users):
             topic = list(TOPICS)[u % len(TOPICS)]
-            own = [f"{topic}-{n}" for n in rng.sample(range(per_topic), min(14, per_topic))]
+            picked = rng.sample(range(per_topic), min(14, per_topic))
+            own = [f"{topic}-{n}" for n in picked]
+            history, relevant = own[:8], own[8:]
+            if new_papers:
+                history = [f"{topic}-{n}" for n in picked if n < per_topic * 3 // 4]
+                relevant = [f"{topic}-{n}" for n in picked if n >= per_topic * 3 // 4]
             handle.write(json.dumps({
                 "id": f"u{u}", "interests": TOPICS[topic].split()[:2],
-                "history": own[:8], "relevant": own[8:],
+                "history": history, "relevant": relevant,
             }) + "\n")
     return folder
 
@@ -145,3 +155,76 @@ def test_days_follow_publication_dates_where_every_paper_has_one(tmp_path: Path)
     order = np.argsort(published, kind="stable")
     assert (np.diff(day[order]) >= 0).all()  # earlier papers, earlier days
     assert set(day.tolist()) == {0, 1, 2, 3}
+
+
+def test_new_papers_protocol_every_method_ranks_only_the_new_papers(workdir: Workdir, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "toy", per_topic=40, new_papers=True)
+    rankings = tmp_path / "ranked.jsonl"
+    result = workdir.cli("eval", str(data), "--mode", "both", "--k", "20", "--rankings", str(rankings), "--json", check=True)
+    report = json.loads(result.stdout)
+    assert report["protocol"] == "new-papers" and report["new_papers"] == 40
+    methods = {r["method"] for r in report["results"]}
+    assert "production, content only" not in methods  # nobody has read a new paper: it would be the same ranking
+    dataset = load_dataset(data)
+    new = {dataset.ids[i] for i in np.flatnonzero(dataset.new)}
+    for line in map(json.loads, rankings.read_text().splitlines()):
+        assert len(line["ranked"]) == 20 and set(line["ranked"]) <= new  # 40 new papers, top 20
+    k = 20
+    for scorer in (random_baseline(dataset, k), popularity_baseline(dataset, k), interests_baseline(dataset, k), arxiv_sanity_baseline(dataset, k)):
+        for ranked in scorer(dataset.users[:5]):
+            assert {dataset.ids[r] for r in ranked} <= new and len(ranked) == k
+    rows = {r["method"]: r for r in report["results"]}
+    assert rows["production"]["nDCG@10"] > 2 * rows["random"]["nDCG@10"]
+
+
+def test_a_new_paper_is_in_no_history_and_only_new_papers_are_relevant(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "toy", users=8, per_topic=20, new_papers=True)
+    lines = [json.loads(line) for line in (data / "users.jsonl").read_text().splitlines()]
+    lines[0]["history"].append("robots-19")  # a new paper in a history: read by nobody, so dropped
+    lines[0]["relevant"].append("robots-0")  # an old paper as relevant: not a candidate, so dropped
+    (data / "users.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    dataset = load_dataset(data)
+    user = dataset.users[0]
+    assert not dataset.new[user.history].any() and dataset.new[user.relevant].all()
+    assert (dataset.candidates(user) == dataset.new).all()
+
+
+def test_a_library_dataset_split_into_new_papers_is_scored_on_history_alone(workdir: Workdir, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "toy", per_topic=40)
+    refused = workdir.cli("eval", str(data), "--split-new", "0", "--mode", "both")
+    assert refused.returncode == 2 and "--mode history" in refused.stderr
+    result = workdir.cli("eval", str(data), "--split-new", "0", "--no-baselines", "--json", check=True)
+    report = json.loads(result.stdout)
+    assert report["protocol"] == "new-papers" and report["new_papers"] == 32  # a fifth of 160
+    assert [(r["method"], r["mode"]) for r in report["results"]] == [("production", "history")]
+    split = split_new(load_dataset(data), seed=0)
+    for user in split.users:
+        assert split.new[user.relevant].all() and not split.new[user.history].any()
+    assert (split.new == split_new(load_dataset(data), seed=0).new).all()  # seeded
+
+
+def test_simulated_readers_like_you_only_know_clicks_of_earlier_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody has a paper before its day: the community each day is built from clicks made in the
+    simulation on earlier days, never from the users' libraries."""
+    data = write_dataset(tmp_path / "toy", users=24, per_topic=40)
+    dataset = load_dataset(data)
+    days = 5
+    paper_day = day_of_each_paper(dataset, days, 3)
+    seen: list[dict] = []
+
+    class Spy(evaluation.Community):
+        def __init__(self, clicks, neighbours=50):
+            seen.append({u: list(ps) for u, ps in clicks.items()})
+            super().__init__(clicks, neighbours)
+
+    monkeypatch.setattr(evaluation, "Community", Spy)
+    calls_per_day: list[int] = []
+    report = evaluation.simulate(dataset, days=days, k=3, seed=3, on_day=lambda arm, day: calls_per_day.append(len(seen)))
+    assert report.with_feedback[0].clicks == report.without_feedback[0].clicks
+    # The community of day d (if any) holds only papers of days before d.
+    built = [seen[n - 1] if n else None for n in calls_per_day[::2]]
+    for day, clicks in enumerate(built):
+        if clicks is None:
+            continue
+        papers = {p for ps in clicks.values() for p in ps}
+        assert papers and all(paper_day[p] < day for p in papers)  # a library would hold papers of every day

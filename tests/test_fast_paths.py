@@ -42,10 +42,13 @@ def sample_world(readers: int = 60, seed: int = 3) -> tuple[TextModel, Candidate
     candidates = Candidates.build(model, ids[:n], counts[:n], [r.authors for r in records[:n]], [r.categories for r in records[:n]])
     examples = Examples.build(model, [(i, r.title) for i, r in zip(ids, records)], counts)
     rng = np.random.default_rng(seed)
+    # Interests as people write them: a word of a title, or two adjacent ones.
     words = sorted({w for r in records[:n] for w in re.findall(r"[a-z]{6,}", r.title.lower())})
+    pairs = sorted({f"{a} {b}" for r in records[:n] for a, b in zip(r.title.lower().split(), r.title.lower().split()[1:]) if len(a) > 4 and len(b) > 4})
+    vocabulary = words + pairs
     people = []
     for key in range(readers):
-        phrases = tuple((" ".join(rng.choice(words, size=2, replace=False)), float(rng.choice([1.0, 2.0]))) for _ in range(int(rng.integers(1, 4))))
+        phrases = tuple((str(rng.choice(vocabulary)), float(rng.choice([1.0, 2.0]))) for _ in range(int(rng.integers(1, 4))))
         opened = [int(p) for p in rng.choice(ids[n:], size=int(rng.integers(0, 6)), replace=False)]
         skipped = [int(p) for p in rng.choice(ids[:n], size=int(rng.integers(0, 5)), replace=False)]
         history = History(tuple(opened + skipped), tuple([1.0] * len(opened) + [-0.15] * len(skipped)), len(opened))
@@ -85,7 +88,7 @@ def test_the_opened_paper_named_in_a_reason_is_the_most_like_the_item() -> None:
             said = re.search(r"like “(.+?)” you opened", item.reason)
             if not said:
                 continue
-            likeness = {p: float((examples.vectors[examples.row[p]] @ candidates.vectors[item.index].T).toarray()[0, 0]) for p in opened}
+            likeness = {p: float((examples.words[examples.row[p]] @ candidates.vectors[item.index].T).toarray()[0, 0]) for p in opened}
             best = max(likeness, key=lambda p: (likeness[p], -opened.index(p)))
             title = records[best - 1].title
             assert said.group(1) == (title if len(title) <= 70 else title[:69].rsplit(" ", 1)[0] + "…")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from digest.config import RankingConfig
-from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text, top_k
+from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, mmr, paper_text, top_k
 
 # Short invented papers over three topics; ids 100+ are older papers readers opened.
 PAPERS = [
@@ -31,7 +31,8 @@ def build(community: dict[int, list[int]] | None = None, **config) -> tuple[Rank
     model = TextModel()
     counts = model.fit_counts([paper_text(t, a, au) for _, t, a, au, _ in everything])
     n = len(PAPERS)
-    candidates = Candidates.build(model, [p[0] for p in PAPERS], counts[:n], [p[3] for p in PAPERS], [p[4] for p in PAPERS])
+    candidates = Candidates.build(model, [p[0] for p in PAPERS], counts[:n], [p[3] for p in PAPERS], [p[4] for p in PAPERS],
+                                  texts=[paper_text(t, a, au) for _, t, a, au, _ in PAPERS])
     examples = Examples.build(model, [(p[0], p[1]) for p in everything], counts)
     return Ranker(model, RankingConfig(**config), examples, Community(community or {})), candidates
 
@@ -157,9 +158,10 @@ def test_near_duplicates_do_not_fill_the_top_but_a_topic_may() -> None:
     similar = (candidates.vectors @ candidates.vectors.T).toarray()
     assert similar[0, 1] > 0.6 > max(similar[0, 2], similar[0, 3])  # one near-duplicate pair
     me = Reader(1, Interests((("speculative decoding draft trees", 1.0),)), max_items=3)
-    plain = Ranker(model, RankingConfig(diversity=0)).rank([me], candidates, k=3)[0]
+    # (ranked whether or not they hold the whole phrase: this is about the order)
+    plain = Ranker(model, RankingConfig(diversity=0)).rank([me], candidates, k=3, require_match=False)[0]
     assert [r.index for r in plain[:2]] == [0, 1]
-    diverse = Ranker(model, RankingConfig()).rank([me], candidates, k=3)[0]
+    diverse = Ranker(model, RankingConfig()).rank([me], candidates, k=4, require_match=False)[0]
     assert diverse[0].index == 0 and diverse[1].index != 1 and 1 in [r.index for r in diverse]  # the twin waits
 
 
@@ -183,3 +185,21 @@ def test_top_k_is_best_first_with_ties_by_position() -> None:
     assert top_k(scores, 3).tolist() == [1, 3, 2]
     assert top_k(scores, 10).tolist() == [1, 3, 2, 4, 0]
     assert top_k(scores, 2, scores < 0.6).tolist() == [2, 4]
+
+
+def test_sharing_out_without_near_duplicates_is_the_full_loop() -> None:
+    """`mmr` skips its per-place loop when nothing is to be pushed apart: the result is the one
+    the loop gives (a constant penalty, as with duplicate=-1 and no likeness, changes no order)."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n, interests = int(rng.integers(2, 60)), int(rng.integers(2, 5))
+        scores = np.sort(rng.random(n))[::-1] + np.arange(n)[::-1] * 1e-9
+        order = np.arange(n)
+        groups = rng.random((n, interests)) < 0.35  # an item may match several interests, or none
+        shares = rng.choice([1.0, 1.5, 2.0], size=interests)
+        free = float(rng.choice([0.0, 0.3, 2.0]))
+        k = int(rng.integers(1, 25))
+        unlike = np.zeros((n, n), np.float32)
+        fast = mmr(order, scores, None, k, 0.5, 0.6, similarity=unlike, groups=groups, shares=shares, free_share=free)
+        loop = mmr(order, scores, None, k, 0.5, -1.0, similarity=unlike, groups=groups, shares=shares, free_share=free)
+        assert fast == loop
