@@ -17,11 +17,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .config import AppConfig, load_config
-from .db import Database
+from .db import Database, DatabaseUnusable
 from .delivery import make_transport
 from .ingest import IngestResult, SourceSpec, ingest_sources
 from .profiles import load_profiles, sync_profiles
@@ -77,7 +78,7 @@ class App:
 
 
 def fail(message: str, code: int) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
@@ -88,7 +89,18 @@ def progress() -> Progress:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Main(click.Group):
+    """The command group: a database that cannot be used (no driver, a schema to upgrade) is one
+    line and exit 2 from whichever command met it, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnusable as exc:
+            fail(str(exc), BAD_INPUT)
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debugging).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
@@ -414,6 +426,71 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
     daily = sorted((s for s in results if s.name.startswith("daily run")), key=lambda s: s.items)
     if len(daily) > 1:
         console.print("Scaling: " + "; ".join(f"{s.items:,} subscribers {s.seconds:.1f} s ({1e3 * s.seconds / s.items:.2f} ms each, {s.peak_mb:.0f} MB)" for s in daily))
+
+
+@main.group("db")
+def database() -> None:
+    """The database's schema: where it stands, and upgrading it (Alembic migrations)."""
+
+
+def schema_engine(app: App):
+    from .db import make_engine
+
+    return make_engine(app.settings.database_url)
+
+
+@database.command("current")
+@click.pass_obj
+def db_current(app: App) -> None:
+    """Print the database's schema revision and this version's; exit 1 when they differ."""
+    from . import migrations
+
+    engine = schema_engine(app)
+    try:
+        with engine.connect() as connection:
+            found = migrations.status(connection)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if found.empty:
+        console.print(f"{where}: empty (the schema is made at the first start); this version: {found.head}")
+    else:
+        console.print(f"{where}: revision {found.current or 'none (from before migrations)'}; this version: {found.head}")
+    if not found.ready and not found.empty:
+        console.print(found.problem(where))
+    sys.exit(OK if found.ready or found.empty else FAILED)
+
+
+@database.command("upgrade")
+@click.option("--to", "target", default="head", show_default=True, help="The revision to stop at.")
+@click.pass_obj
+def db_upgrade(app: App, target: str) -> None:
+    """Bring the database's schema to this version, keeping every row (one transaction: a failure
+    changes nothing). A database made before migrations is first matched to its revision."""
+    from . import migrations
+
+    engine = schema_engine(app)
+    try:
+        before, after = migrations.upgrade(engine, target)
+    except migrations.SchemaError as exc:
+        fail(str(exc), FAILED)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"The schema is at revision {after} already.")
+    else:
+        console.print(f"Schema upgraded: {before or 'empty'} -> {after}.")
+
+
+@database.command("revision")
+@click.argument("message")
+def db_revision(message: str) -> None:
+    """(For developers, in a checkout.) Write a new revision after the head with the changes of
+    the models that the revisions lack; see `digest.migrations` for what to check in it."""
+    from . import migrations
+
+    path = migrations.new_revision(message)
+    console.print(f"Wrote {path}: read it before you commit it (a non-null column needs `add_filled_column`).")
 
 
 @main.command()
