@@ -115,6 +115,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     )
     # The scheduler narrates every job at INFO; that is debugging detail here.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     ctx.obj = App()
 
 
@@ -341,17 +342,25 @@ def print_send(report: SendReport) -> None:
         status = f"[{style}]{o.status}[/]" if style else o.status
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
     console.print(table)
-    if not report.outcomes:
+    others = ", ".join(f"{n:,} {s}" for s, n in sorted(report.others.items(), key=lambda kv: -kv[1]))
+    if not report.outcomes and not report.others:
         if not report.halted:  # else said below
             console.print("No active subscribers.")
-    elif all(o.status == "already" for o in report.outcomes):
+    elif all(o.status == "already" for o in report.outcomes) and not report.others:
         console.print("Nothing new to send: every digest for today was sent already.")
-    else:
+    elif report.outcomes and not all(o.status == "already" for o in report.outcomes):
         counts = {s: report.count(s) for s in ("sent", "empty", "already", "failed", "deferred", "unknown", "dry-run")}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
-        console.print(", ".join(parts) + ".")
+        console.print(("This process: " if report.others else "") + ", ".join(parts) + ".")
+    else:
+        console.print("This process had nothing to send: other processes took every digest.")
+    if report.others:
+        waited = f" (waited for {', '.join(report.waited_for)})" if report.waited_for else ""
+        console.print(f"Other processes sending at the same time: {others}{waited}.")
+    for holder, count in report.taken_over.items():
+        console.print(f"Took over {count:,} subscriber{'s' if count != 1 else ''} from {holder}, whose lease ran out (it stopped, or stopped answering).")
     for o in [o for o in report.outcomes if o.status in ("failed", "deferred", "unknown")][:TABLE_ROWS]:
         console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
     if report.halted:
@@ -396,12 +405,16 @@ def run(app: App) -> None:
 @click.option("--users", type=click.IntRange(1), default=10_000, show_default=True, help="Generated subscribers for the stages and the first daily run.")
 @click.option("--papers", type=click.IntRange(1), default=2_000, show_default=True, help="Real papers first seen today (the rest of the daily files are their past).")
 @click.option("--scale", default="", metavar="N,N,...", help="Also time the whole daily run at these numbers of subscribers (e.g. 1000,10000,100000).")
-@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily"]), help="Only these parts (default: all).")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily", "postgres"]), help="Only these parts (default: all).")
+@click.option("--postgres", "postgres", metavar="URL|temp", is_flag=False, flag_value="temp", default=None,
+              help="Also the PostgreSQL stage: one sender on SQLite and on PostgreSQL, two sharing the day, one of two killed -9. "
+                   "`temp` (or no value) starts a throwaway server; a URL names a server whose user may create databases.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json: bool) -> None:
+def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], postgres: str | None, as_json: bool) -> None:
     """Measure each stage of the daily run (throughput, time, peak memory) on generated subscribers
     and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size."""
     from . import bench as benchmark
+    from .pgserver import Unavailable
 
     try:
         sizes = [int(n) for n in scale.replace(" ", "").split(",") if n]
@@ -410,9 +423,9 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
     with progress() as bar:
         task = bar.add_task("benchmark", total=None)
         try:
-            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes,
+            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes, postgres=postgres or ("temp" if "postgres" in stages else None),
                                     on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, Unavailable) as exc:
             fail(str(exc), BAD_INPUT)
     if as_json:
         click.echo(benchmark.as_json(results))
