@@ -502,13 +502,14 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
         since = utcnow()
         started = time.perf_counter()
         procs = _senders(processes, _send_env(url, workdir, outbox, DIGEST_WORKERS="1"), workdir, name)
-        codes = [p.wait() for p in procs]
+        codes, cpu = zip(*(_reap(p) for p in procs))
         seconds = time.perf_counter() - started
         count = tally(url, since, outbox)
         if any(codes):
             raise RuntimeError(f"{name}: digest send exited {codes}; see {workdir}/{name}-*.log")
         shutil.rmtree(outbox, ignore_errors=True)
-        return Stage(name, world.users, "subscribers", seconds, 0.0, f"{note}: {count.words()}; {count.files:,} files")
+        cpus = " + ".join(f"{c:.1f}" for c in cpu)
+        return Stage(name, world.users, "subscribers", seconds, 0.0, f"{note}: {count.words()}; {count.files:,} files; CPU s of each sender: {cpus}")
 
     sqlite_copy = workdir / "sharing-sqlite.db"
     shutil.copy(world.path, sqlite_copy)
@@ -518,11 +519,11 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
     copy_database(world.url, template)  # once; each run starts from a copy of it
     template_name = template.rsplit("/", 1)[1]
     for processes in (1, 2):
-        url = make_database(template_name)
+        url = make_database(template=template_name)
         name = "one sender, PostgreSQL" if processes == 1 else "two senders, PostgreSQL"
         stages.append(timed(name, url, processes, "DIGEST_WORKERS=1 each, outbox"))
 
-    url = make_database(template_name)
+    url = make_database(template=template_name)
     port = _free_port()
     record = workdir / "smtp-received.txt"
     server = subprocess.Popen([sys.executable, "-c", f"from digest.bench import smtp_sink; smtp_sink({port}, {str(record)!r})"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -551,6 +552,13 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
                         f"killed after {killed_at:,} messages; survivor exit {code}; SMTP server received {sum(received.values()):,} messages for "
                         f"{len(received):,} addresses, {duplicates} duplicates; digests: {count.words()} (lease {lease:g} s)"))
     return stages
+
+
+def _reap(process: subprocess.Popen) -> tuple[int, float]:
+    """Wait for `process`: its exit code and the CPU seconds it used (user + system, its own)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _lines(path: Path) -> int:
