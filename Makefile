@@ -11,11 +11,12 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lab,semantic]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lab,semantic,postgres]'
 	@touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/digest init
+	$(BIN)/digest db upgrade
 	$(BIN)/digest run
 
 test: $(STAMP)
@@ -28,6 +29,7 @@ bench: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/digest init
+	$(BIN)/digest db upgrade
 	$(BIN)/digest serve
 
 lint: $(STAMP)

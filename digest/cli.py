@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import AppConfig, lay_out_starter, load_config
-from .db import Database
+from .db import Database, DatabaseUnusable
 from .files import replace_file
 from .ingest import IngestResult, SourceSpec, ingest_sources
 from .mail.render import Renderer
@@ -97,7 +97,14 @@ LAB_COMMANDS = {"eval": "offline evaluation", "simulate": "the click simulation"
 class CommandGroup(click.Group):
     """This module's commands, and those installed packages offer through the entry point group
     `digest.commands` (the lab's eval, simulate and bench), each loaded only when it is used: the
-    mail service never imports the lab."""
+    mail service never imports the lab. A database that cannot be used (no driver, a schema to
+    upgrade) is one line and exit 2 from whichever command met it, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnusable as exc:
+            fail(str(exc), BAD_INPUT)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *(entry.name for entry in _offered())})
@@ -143,6 +150,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     )
     # The scheduler narrates every job at INFO; that is debugging detail here.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     ctx.obj = App()
 
 
@@ -378,17 +386,25 @@ def print_send(report: SendReport) -> None:
         status = f"[{style}]{o.status}[/]" if style else o.status
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
     console.print(table)
-    if not report.outcomes:
+    others = ", ".join(f"{n:,} {s}" for s, n in sorted(report.others.items(), key=lambda kv: -kv[1]))
+    if not report.outcomes and not report.others:
         if not report.halted:  # else said below
             console.print("No active subscribers.")
-    elif all(o.status == "already" for o in report.outcomes):
+    elif all(o.status == "already" for o in report.outcomes) and not report.others:
         console.print("Nothing new to send: every digest for today was sent already.")
-    else:
+    elif report.outcomes and not all(o.status == "already" for o in report.outcomes):
         counts = {s: report.count(s) for s in ("sent", "empty", "already", "paused", "failed", "deferred", "unknown", "dry-run")}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
-        console.print(", ".join(parts) + ".")
+        console.print(("This process: " if report.others else "") + ", ".join(parts) + ".")
+    else:
+        console.print("This process had nothing to send: other processes took every digest.")
+    if report.others:
+        waited = f" (waited for {', '.join(report.waited_for)})" if report.waited_for else ""
+        console.print(f"Other processes sending at the same time: {others}{waited}.")
+    for holder, count in report.taken_over.items():
+        console.print(f"Took over {count:,} subscriber{'s' if count != 1 else ''} from {holder}, whose lease ran out (it stopped, or stopped answering).")
     for o in [o for o in report.outcomes if o.status in ("failed", "deferred", "unknown")][:TABLE_ROWS]:
         console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
     if report.halted:
@@ -453,6 +469,71 @@ def embed(app: App, days: float | None, everything: bool) -> None:
         done = embed_papers(app.db, embedder, todo, on_batch=lambda n: bar.advance(task, n))
     seconds = (dt.datetime.now() - began).total_seconds()
     console.print(f"Embedded {done} papers with {embedder.key} in {seconds:.1f} s" + (f" ({done / seconds:.1f} papers/s)." if done and seconds else "."))
+
+
+@main.group("db")
+def database() -> None:
+    """The database's schema: where it stands, and upgrading it (Alembic migrations)."""
+
+
+def schema_engine(app: App):
+    from .db import make_engine
+
+    return make_engine(app.settings.database_url)
+
+
+@database.command("current")
+@click.pass_obj
+def db_current(app: App) -> None:
+    """Print the database's schema revision and this version's; exit 1 when they differ."""
+    from . import migrations
+
+    engine = schema_engine(app)
+    try:
+        with engine.connect() as connection:
+            found = migrations.status(connection)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if found.empty:
+        console.print(f"{where}: empty (the schema is made at the first start); this version: {found.head}")
+    else:
+        console.print(f"{where}: revision {found.current or 'none (from before migrations)'}; this version: {found.head}")
+    if not found.ready and not found.empty:
+        console.print(found.problem(where))
+    sys.exit(OK if found.ready or found.empty else FAILED)
+
+
+@database.command("upgrade")
+@click.option("--to", "target", default="head", show_default=True, help="The revision to stop at.")
+@click.pass_obj
+def db_upgrade(app: App, target: str) -> None:
+    """Bring the database's schema to this version, keeping every row (one transaction: a failure
+    changes nothing). A database made before migrations is first matched to its revision."""
+    from . import migrations
+
+    engine = schema_engine(app)
+    try:
+        before, after = migrations.upgrade(engine, target)
+    except migrations.SchemaError as exc:
+        fail(str(exc), FAILED)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"The schema is at revision {after} already.")
+    else:
+        console.print(f"Schema upgraded: {before or 'empty'} -> {after}.")
+
+
+@database.command("revision")
+@click.argument("message")
+def db_revision(message: str) -> None:
+    """(For developers, in a checkout.) Write a new revision after the head with the changes of
+    the models that the revisions lack; see `digest.migrations` for what to check in it."""
+    from . import migrations
+
+    path = migrations.new_revision(message)
+    console.print(f"Wrote {path}: read it before you commit it (a non-null column needs `add_filled_column`).")
 
 
 @main.command()

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import random
 import secrets
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlmodel import Session, create_engine
 
 from .models import Digest, DigestItem, Installation, Subscriber, new_link_id, utcnow
 
@@ -39,35 +42,90 @@ def chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield values[start : start + size]
 
 
-def make_engine(url: str) -> Engine:
+class DatabaseUnusable(Exception):
+    """The database cannot be used as configured (no driver, a bad URL, a schema to upgrade);
+    the message says what to do, in one line."""
+
+
+#: URL schemes without a driver, and the driver this project installs for them.
+DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+#: The extra that installs each backend's driver.
+EXTRAS = {"postgresql": "postgres"}
+
+
+def database_url(url: str) -> URL:
+    """`url` parsed, a bare `postgresql://` (or `postgres://`) given psycopg 3, the driver of the
+    `postgres` extra (SQLAlchemy would otherwise look for psycopg2)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUnusable(f"DIGEST_DATABASE_URL is not a database URL ({exc})") from None
+    if parsed.drivername in DRIVERS:
+        parsed = parsed.set(drivername=DRIVERS[parsed.drivername])
+    return parsed
+
+
+def make_engine(url: str | URL) -> Engine:
     """An engine for `url`, with the SQLite file's folder created and its pragmas set."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    parsed = database_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend != "sqlite":
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as exc:
+            extra = EXTRAS.get(backend)
+            hint = f"pip install 'digest[{extra}]'" if extra else "install its driver"
+            if extra and parsed.drivername != DRIVERS.get(backend):
+                hint += f" and use a {DRIVERS[backend].split('+')[0]}:// URL, or install the driver {parsed.drivername} names"
+            raise DatabaseUnusable(f"{parsed.drivername} needs a driver that is not installed ({exc}): {hint}") from None
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False})
+    engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
         # WAL lets the web endpoints read and write while a send is running; NORMAL sync is
         # durable across process crashes (only an OS crash can lose the last commits).
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
         cursor.close()
 
     return engine
 
 
+def _use_wal(cursor) -> None:
+    """Put the database file in WAL mode (once: the mode is stored in the file). Changing the
+    mode needs the file to itself, and SQLite answers "database is locked" at once, without its
+    busy handler, while another connection is opening it: processes that start together on a
+    new database take turns here, up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01 + random.random() * 0.04)
+
+
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet, and the columns a newer version added to old ones;
-    then this installation's identity and each subscriber's link id, where still missing."""
-    SQLModel.metadata.create_all(engine)
-    add_missing_columns(engine)
+    """Make sure the schema is this version's (an empty database gets it; one that is behind is
+    refused: `migrations.prepare`), then this installation's identity and each subscriber's link
+    id, where still missing."""
+    from . import migrations
+
+    try:
+        migrations.prepare(engine, engine.url.render_as_string(hide_password=True))
+    except migrations.SchemaError as exc:
+        raise DatabaseUnusable(str(exc)) from None
+    except OperationalError as exc:
+        raise DatabaseUnusable(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {str(exc.orig).strip().splitlines()[0]}") from None
     ensure_installation(engine)
     ensure_link_ids(engine)
 
@@ -132,43 +190,17 @@ def _begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def add_missing_columns(engine: Engine) -> None:
-    """`ALTER TABLE ... ADD COLUMN` for each model column an existing table lacks.
-
-    Enough for a young schema that only grows (new columns are nullable or have a scalar
-    default); a change of type or a dropped column would need a real migration tool.
-    """
-    inspector = inspect(engine)
-    existing_tables = set(inspector.get_table_names())
-    statements = []
-    for table in SQLModel.metadata.sorted_tables:
-        if table.name not in existing_tables:
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            default = column.default.arg if column.default is not None and column.default.is_scalar else None
-            clause = ""
-            if default is not None:
-                clause = f" DEFAULT {int(default) if isinstance(default, bool) else repr(default)}"
-            elif not column.nullable:
-                clause = " DEFAULT ''" if kind.upper().startswith(("VARCHAR", "TEXT")) else " DEFAULT 0"
-            statements.append(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}')
-    if statements:
-        with engine.begin() as connection:
-            for statement in statements:
-                connection.execute(text(statement))
-
-
 class Database:
     """The engine plus the two ways code uses it: a read session and a one-commit transaction."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        init_db(self.engine)
+        try:
+            init_db(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._installation: Installation | None = None
 
     def session(self) -> Session:

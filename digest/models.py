@@ -261,3 +261,26 @@ class PhraseEmbedding(SQLModel, table=True):
     phrase: str = Field(primary_key=True, max_length=512)
     model: str = Field(primary_key=True, max_length=512)
     vector: bytes
+class SendLease(SQLModel, table=True):
+    """Which send process is working on a subscriber's digest, for which local date, until when.
+
+    Send processes against one database split the day's subscribers by these leases
+    (`coordination.SendLeases`): a batch is taken by one process, renewed while it works, given
+    back when done, and taken over by another once it runs out (its process died)."""
+
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True)
+    local_date: dt.date
+    #: "host:pid" of the process, as in `Digest.claimed_by`.
+    holder: str = Field(max_length=255)
+    expires: dt.datetime = _utc()
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job of `digest serve` for one scheduled time (`slot`): the primary
+    key lets one instance of several take it (`coordination.JobRuns`)."""
+
+    job: str = Field(primary_key=True, max_length=255)
+    slot: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=255)
+    started_at: dt.datetime = _utc(default_factory=utcnow)
+    finished_at: dt.datetime | None = _utc(default=None)

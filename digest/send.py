@@ -3,6 +3,10 @@
 Each digest is claimed for (subscriber, local date) in one transaction, together with its items,
 before it is rendered: the unique constraint makes a second claim fail, so however often `send`
 runs, a subscriber gets one digest per local date, and a paper is never sent to them twice.
+
+Several send processes against one database share the day: each batch of subscribers is leased
+by one of them before it is ranked (`coordination.SendLeases`), so each process ranks, renders
+and delivers only what it took, and takes over the batches of a process that died.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from .config import AppConfig
+from .coordination import SendLeases
 from .db import Database, chunks
 from .embeddings import Embedder, embed_missing, from_settings, load_vectors, phrase_vectors
 from .links import LinkMaker, LinkSigner, paper_link, safe_url
@@ -67,6 +73,12 @@ class SendReport:
     halted: str | None = None
     #: Digests this run did not get to (claimed and left pending, or not claimed yet).
     left: int = 0
+    #: What other send processes did, during this run, with digests of this run's subscribers: {status: count}.
+    others: dict[str, int] = field(default_factory=dict)
+    #: Other processes this run waited for, and for how many subscribers each (at most).
+    waited_for: dict[str, int] = field(default_factory=dict)
+    #: Subscribers this run took over from each process whose lease ran out (it died, or stalled).
+    taken_over: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -293,7 +305,7 @@ class Selector:
         ]
 
 
-#: Subscribers ranked, claimed (one transaction) and delivered together.
+#: Subscribers ranked, claimed (one transaction), leased and delivered together (`DIGEST_SEND_BATCH`).
 BATCH = 500
 #: Digests to make in a run from which worker processes render and compose them (`workers`).
 WORKERS_FROM = 1000
@@ -355,6 +367,10 @@ class DigestSender:
         self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
         #: Why delivery stopped in this run: a fault of the server or the outbox (see `_failed`).
         self._halted: str | None = None
+        #: This process's leases on the subscribers it works on (`coordination`).
+        self.leases = SendLeases(db, ME, dt.timedelta(seconds=settings.send_lease))  # the real clock (see `coordination`)
+        #: Holders whose leases ran out when this run took them over: their `sending` digests were interrupted.
+        self._gone: set[str] = set()
 
     def subscribers(self, only: str | None = None) -> list[Subscriber]:
         with self.db.session() as session:
@@ -416,26 +432,134 @@ class DigestSender:
 
     def _run_batches(self, plans: list[Plan], selector: Selector, options: SendOptions, now: dt.datetime, report: SendReport,
                      on_progress: Callable[[Outcome], None] | None, should_stop: Callable[[], bool], parallel: bool, workers: int) -> None:
-        with self.transport, (ThreadPoolExecutor(self.transport.connections, "smtp") if parallel else contextlib.nullcontext()) as pool, self._worker_processes(workers, selector):
+        leasing = not options.dry_run
+        with (self.transport, (ThreadPoolExecutor(self.transport.connections, "smtp") if parallel else contextlib.nullcontext()) as pool,
+              self._worker_processes(workers, selector), self.leases.heartbeat() if leasing else contextlib.nullcontext()):
             # Batch after batch: while the worker processes (if any) make the messages of one
             # batch, this process ranks and claims the next, then delivers the one before.
+            size = self.settings.send_batch
+            batches = self._leased_batches(plans, options, report, should_stop) if leasing else (plans[i : i + size] for i in range(0, len(plans), size))
             waiting: _Prepared | None = None
-            for start in range(0, len(plans) + BATCH, BATCH):
-                stopped = should_stop()  # what was claimed and not sent stays pending for the next run
-                if not stopped:
-                    prepared = self._prepare(plans[start : start + BATCH], selector, options, now) if start < len(plans) else None
-                    if waiting is not None:
-                        stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
-                        outcomes = waiting.outcomes()
-                        report.outcomes.extend(outcomes)
-                        if on_progress:
-                            for outcome in outcomes:
-                                on_progress(outcome)
-                if stopped:
-                    report.stopped = True
-                    log.info("stopping: %d digests left for the next run", _left(plans, report))
-                    break
-                waiting = prepared
+            try:
+                while True:
+                    stopped = should_stop()  # what was claimed and not sent stays pending for the next run
+                    batch: list[Plan] | None = None
+                    if not stopped:
+                        batch = next(batches, None)  # [] while waiting for other processes
+                        prepared = self._prepare(batch, selector, options, now) if batch else None
+                        if waiting is not None:
+                            stopped = self._deliver_many(waiting.jobs, waiting.messages, now, should_stop, pool)
+                            outcomes = waiting.outcomes()
+                            report.outcomes.extend(outcomes)
+                            if on_progress:
+                                for outcome in outcomes:
+                                    on_progress(outcome)
+                            if leasing:
+                                self.leases.release(p.subscriber.id for p in waiting.plans)
+                            waiting = None
+                    if stopped:
+                        report.stopped = True
+                        log.info("stopping: %d digests left for the next run", _left(plans, report))
+                        break
+                    if batch is None:
+                        break
+                    waiting = prepared
+            finally:
+                if leasing:  # whatever this run did not finish is free for another process at once
+                    self.leases.release(p.subscriber.id for p in plans)
+
+    def _leased_batches(self, plans: list[Plan], options: SendOptions, report: SendReport, should_stop: Callable[[], bool]) -> Iterator[list[Plan]]:
+        """The batches of plans this process works on: each taken under lease (`coordination`).
+
+        First, the plans in order, BATCH at a time: of each batch, the subscribers no other process
+        holds, their digests read again once leased (another process may have moved them since
+        this run began). Then, until every plan is settled, what other processes left: batches
+        whose leases ran out (their process died) are taken over; while others still hold leases,
+        this run waits for them, and reports what they did (`SendReport.others`)."""
+        resumable = {DigestStatus.PENDING.value, DigestStatus.DEFERRED.value, DigestStatus.SENDING.value}
+        if options.retry_failed:
+            resumable.add(DigestStatus.FAILED.value)
+        if options.resend_unknown:
+            resumable.add(DigestStatus.UNKNOWN.value)
+        unsettled = {DigestStatus.PENDING.value, DigestStatus.SENDING.value}  # still in someone's hands
+        given: set[int] = set()
+
+        def taken(wanted: list[Plan]) -> list[Plan]:
+            got = self.leases.take((p.subscriber.id, p.local_date) for p in wanted)
+            self._gone.update(got.expired_holders)
+            for holder, count in got.taken_over.items():
+                report.taken_over[holder] = report.taken_over.get(holder, 0) + count
+                log.warning("took over %d subscribers from %s, whose send lease ran out", count, holder)
+            return [p for p in wanted if p.subscriber.id in got.subscribers]
+
+        size = self.settings.send_batch
+        for start in range(0, len(plans), size):
+            if should_stop():
+                return
+            chunk = plans[start : start + size]
+            settled = [p for p in chunk if p.existing is not None and p.existing.status not in resumable]
+            before = {id(p): p.existing.status if p.existing else None for p in chunk}
+            mine = taken([p for p in chunk if p.existing is None or p.existing.status in resumable])
+            self._refresh(mine)
+            batch = list(settled)
+            for plan in mine:
+                status = plan.existing.status if plan.existing else None
+                if status != before[id(plan)] and status not in unsettled:  # another process finished it meanwhile
+                    self._by_others(plan, report)
+                else:
+                    batch.append(plan)
+            given.update(id(p) for p in settled)
+            given.update(id(p) for p in mine)
+            if batch:
+                yield batch
+
+        pause = min(2.0, self.leases.duration.total_seconds() / 4)
+        while not should_stop():
+            rest = [p for p in plans if id(p) not in given]
+            if not rest:
+                return
+            self._refresh(rest)
+            for plan in rest:
+                if plan.existing is not None and plan.existing.status not in unsettled:
+                    self._by_others(plan, report)
+                    given.add(id(plan))
+            rest = [p for p in rest if id(p) not in given]
+            if not rest:
+                return
+            mine = taken(rest)
+            if mine:
+                self._refresh(mine)
+                given.update(id(p) for p in mine)
+                for start in range(0, len(mine), size):
+                    yield mine[start : start + size]
+                continue
+            for holder, count in self.leases.held_by_others(p.subscriber.id for p in rest).items():
+                report.waited_for[holder] = max(report.waited_for.get(holder, 0), count)
+            log.info("waiting for %s", ", ".join(f"{holder} ({count} subscribers)" for holder, count in report.waited_for.items()) or "other processes")
+            yield []  # deliver what is in hand before waiting
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(0.1)
+
+    def _refresh(self, plans: Sequence[Plan]) -> None:
+        """Read again the digests of `plans` (another process may have made or moved them)."""
+        if not plans:
+            return
+        by_key = {(p.subscriber.id, p.local_date): p for p in plans}
+        found: dict[tuple[int, dt.date], Digest] = {}
+        with self.db.session() as session:
+            for day in {p.local_date for p in plans}:
+                ids = [p.subscriber.id for p in plans if p.local_date == day]
+                for part in chunks(ids):
+                    for digest in session.exec(select(Digest).where(Digest.local_date == day, col(Digest.subscriber_id).in_(part))):
+                        found[(digest.subscriber_id, day)] = digest
+        for key, plan in by_key.items():
+            plan.existing = found.get(key)
+
+    @staticmethod
+    def _by_others(plan: Plan, report: SendReport) -> None:
+        status = plan.existing.status
+        report.others[status] = report.others.get(status, 0) + 1
 
     @contextlib.contextmanager
     def _worker_processes(self, workers: int, selector: Selector) -> Iterator[None]:
@@ -556,7 +680,7 @@ class DigestSender:
     def _recover(self, digest: Digest, plan: Plan, outcome: Outcome, options: SendOptions, now: dt.datetime) -> tuple[Outcome, _Job | None]:
         """A digest found `sending`: in flight in a live run (left alone), or interrupted."""
         subscriber = plan.subscriber
-        if not _interrupted(digest, now):
+        if not _interrupted(digest, now, self._gone):
             outcome.detail = f"being sent by {digest.claimed_by}"
             return outcome, None
         delivered = self.transport.delivered(outbox_key(digest, subscriber))
@@ -822,8 +946,9 @@ class DigestSender:
 
 
 def _left(plans: Sequence[Plan], report: SendReport) -> int:
-    """The digests of `plans` that have no outcome yet (a paused subscriber has an outcome but no plan)."""
-    return len(plans) - (len(report.outcomes) - report.count("paused"))
+    """The digests of `plans` that have no outcome yet, here or in another process (a paused
+    subscriber has an outcome but no plan)."""
+    return len(plans) - (len(report.outcomes) - report.count("paused")) - sum(report.others.values())
 
 
 @dataclass(frozen=True)
@@ -946,8 +1071,11 @@ def _insert_new_digests(session, rows: list[dict]) -> dict[int, int]:
     return ids
 
 
-def _interrupted(digest: Digest, now: dt.datetime) -> bool:
-    """Whether the run that began sending `digest` is gone: its process, on this machine, or its lease."""
+def _interrupted(digest: Digest, now: dt.datetime, gone: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether the run that began sending `digest` is gone: its process, on this machine, or its
+    lease (`gone`: holders whose send leases ran out; else the digest's own `SENDING_LEASE`)."""
+    if digest.claimed_by in gone:
+        return True
     host, _, pid = (digest.claimed_by or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():

@@ -4,11 +4,16 @@ APScheduler keeps its jobs in the project database (its SQLAlchemy job store):
 
 | job | when | does |
 |---|---|---|
-| `ingest:<source>:<HH:MM>` | each `poll_at` of each enabled source, in the source's zone | ingest that source |
+| `ingest:<source>:<HH:MM>` | each `poll_at` of each enabled source, in the source's zone | ingest that source (once, whichever instance) |
 | `send:<zone>:<HH:MM>` | each distinct send time of the active subscribers, in their zone | send the digests that are due |
 | `sweep` | every `SWEEP_MINUTES` | send whatever is due and unsent (after a downtime, a missed or skipped fire) |
 | `profiles` | every `PROFILES_MINUTES` | sync the profile folder, then the send jobs |
-| `retrain` | nightly, `RETRAIN_AT` UTC | rebuild the models that have new feedback |
+| `retrain` | nightly, `RETRAIN_AT` UTC | rebuild the models that have new feedback (once, whichever instance) |
+
+Several instances may run against one PostgreSQL database: their sends share the day's
+subscribers (`coordination.SendLeases`), and a job that must run once per scheduled time (an
+ingest poll, the retraining) is run by the instance that takes its `JobRun` row first
+(`coordination.JobRuns`); the others log that it ran elsewhere.
 
 Started after a downtime, the service first sends today's digests that are due and unsent (the
 sweep runs at once); it never sends a past day's digest (that takes `digest send --date`).
@@ -31,7 +36,8 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -41,6 +47,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import select
 
 from .config import AppConfig, load_config
+from .coordination import JobRuns
 from .db import Database
 from .embeddings import embed_new, last_paper
 from .ingest import SourceError, SourceSpec, ingest_source
@@ -50,7 +57,7 @@ from .mail.transports import make_transport
 from .models import Subscriber, utcnow
 from .profiles import sync_profiles
 from .schedule import parse_clock
-from .send import DigestSender, SendOptions
+from .send import ME, DigestSender, SendOptions
 from .settings import Settings
 from .training import retrain
 
@@ -79,6 +86,7 @@ class Service:
         self.db = db or Database(settings.database_url)
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()
+        self.job_runs = JobRuns(self.db, ME)
         #: Held by whoever changes the scheduler's jobs, and by `stop` while it shuts it down.
         self._scheduling = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -126,7 +134,8 @@ class Service:
                 continue
             for clock in source.poll_at:
                 time = parse_clock(clock)
-                wanted[f"ingest:{source.name}:{clock}"] = (("ingest", source.name), CronTrigger(hour=time.hour, minute=time.minute, timezone=source.timezone))
+                trigger = CronTrigger(hour=time.hour, minute=time.minute, timezone=source.timezone)
+                wanted[f"ingest:{source.name}:{clock}"] = (("ingest", source.name, clock, source.timezone), trigger)
         with self.db.session() as session:
             groups = session.exec(
                 select(Subscriber.timezone, Subscriber.send_at).where(Subscriber.active == True).distinct()  # noqa: E712
@@ -137,7 +146,7 @@ class Service:
         wanted["sweep"] = (("sweep",), IntervalTrigger(minutes=SWEEP_MINUTES))
         wanted["profiles"] = (("profiles",), IntervalTrigger(minutes=PROFILES_MINUTES))
         time = parse_clock(RETRAIN_AT)
-        wanted["retrain"] = (("retrain",), CronTrigger(hour=time.hour, minute=time.minute, timezone=dt.timezone.utc))
+        wanted["retrain"] = (("retrain", RETRAIN_AT, "UTC"), CronTrigger(hour=time.hour, minute=time.minute, timezone=dt.timezone.utc))
         existing = {job.id: job for job in self.scheduler.get_jobs()}
         for job_id in existing:
             if job_id not in wanted and job_id != "catch-up":
@@ -156,16 +165,34 @@ class Service:
             if kind in ("send", "sweep"):
                 self.send_due()
             elif kind == "ingest":
-                self.ingest(args[0])
+                self.once(f"ingest:{args[0]}", args[1:], lambda: self.ingest(args[0]))
             elif kind == "profiles":
                 self.sync_profiles()
                 self._sync_jobs_unless_stopping()
             elif kind == "retrain":
-                retrain(self.db, config=self.config.ranking)
+                self.once("retrain", args, lambda: retrain(self.db, config=self.config.ranking))
             else:
                 log.error("unknown job %s", kind)
         except Exception:
             log.exception("job %s %s failed", kind, args)
+
+    def once(self, job: str, when: tuple[str, ...], work: Callable[[], object]) -> bool:
+        """Run `work` unless another instance already ran `job` for this scheduled time (`when`:
+        its clock and zone; a job stored by an older version has none and always runs): True if
+        it ran here."""
+        if len(when) < 2:
+            work()
+            return True
+        slot = scheduled_slot(when[0], when[1], utcnow())
+        holder = self.job_runs.claim(job, slot)
+        if holder is not None:
+            log.info("%s of %s ran on %s already", job, slot, holder)
+            return False
+        try:
+            work()
+        finally:
+            self.job_runs.finish(job, slot)
+        return True
 
     def _sync_jobs_unless_stopping(self) -> None:
         """`sync_jobs` from a job: given up on when a stop has begun (see the module docstring)."""
@@ -212,6 +239,18 @@ class Service:
         report = sync_profiles(self.db, self.settings.profiles_dir)
         for error in report.errors:
             log.error("invalid profile %s", error)
+
+
+def scheduled_slot(clock: str, zone: str, now: dt.datetime) -> str:
+    """The scheduled time a daily job at `clock` in `zone` is running for: today's, or
+    yesterday's when today's is still ahead (a late run after a downtime). Instances whose
+    clocks differ by a few minutes name the same slot."""
+    time = parse_clock(clock)
+    local = now.astimezone(ZoneInfo(zone) if zone != "UTC" else dt.timezone.utc)
+    fire = local.replace(hour=time.hour, minute=time.minute, second=0, microsecond=0)
+    if fire > local + dt.timedelta(minutes=30):
+        fire -= dt.timedelta(days=1)
+    return fire.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:

@@ -57,6 +57,11 @@ class Settings:
     workers: int = 1
     #: SMTP connections open at once, each reused for many messages (one sending thread each).
     smtp_connections: int = 4
+    #: Seconds a send process's lease on a batch lasts without renewal (`coordination`): how soon
+    #: another process takes over the batch of one that died.
+    send_lease: float = 60.0
+    #: Subscribers ranked, claimed and leased together: the unit of work send processes share.
+    send_batch: int = 500
     sender: str = "Paper Digest <digest@localhost>"
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str | None = field(default=None, repr=False)
@@ -132,6 +137,8 @@ class Settings:
             smtp_retries=number("SMTP_RETRIES", "4", int),
             smtp_retry_backoff=number("SMTP_RETRY_BACKOFF", "2"),
             smtp_connections=number("SMTP_CONNECTIONS", "4", int),
+            send_lease=max(1.0, number("DIGEST_SEND_LEASE", "60")),
+            send_batch=max(1, number("DIGEST_SEND_BATCH", "500", int)),
             workers=max(1, number("DIGEST_WORKERS", str(os.cpu_count() or 1), int)),
             sender=get("DIGEST_FROM", cls.sender),
             base_url=base_url,

@@ -5,6 +5,7 @@ Figures are printed, never asserted: speed targets live here, not in the test su
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -30,11 +31,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Integer, bindparam, insert, update
 from sqlmodel import select
 
 from digest.config import RankingConfig, load_config
-from digest.db import Database
+from digest.db import Database, make_engine
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
 from digest.links import LinkMaker, LinkSigner
@@ -157,9 +158,12 @@ class World:
     past_papers: int
     now: dt.datetime
 
+    #: Where the world lives when not in the SQLite file `path` (a PostgreSQL copy).
+    database_url: str | None = None
+
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        return self.database_url or f"sqlite:///{self.path}"
 
 
 def build_world(path: Path, files: list[Path], users: int, papers: int, seed: int = 0) -> World:
@@ -389,12 +393,17 @@ def bench_smtp(messages: list[Outgoing], workdir: Path, settings: Settings, conn
     return stage
 
 
-def smtp_sink(port: int) -> None:
-    """An aiosmtpd server that accepts and counts every message (run by `bench_smtp` in a process of its own)."""
+def smtp_sink(port: int, record: str | None = None) -> None:
+    """An aiosmtpd server that accepts every message (run by `bench_smtp` in a process of its
+    own); with `record`, it appends each message's recipients to that file, a line each."""
     from aiosmtpd.controller import Controller
+
+    log_file = open(record, "a", buffering=1, encoding="utf-8") if record else None
 
     class Accept:
         async def handle_DATA(self, server, session, envelope) -> str:
+            if log_file is not None:
+                log_file.write("".join(f"{rcpt}\n" for rcpt in envelope.rcpt_tos))
             return "250 OK"
 
     controller = Controller(Accept(), hostname="127.0.0.1", port=port)
@@ -440,6 +449,157 @@ def bench_daily_run(world: World, workdir: Path) -> Stage:
                  "its forked render workers share most of its pages)")
 
 
+# --- PostgreSQL: one sender against SQLite, one and two senders sharing, a sender killed -------------
+
+
+def copy_database(source_url: str, target_url: str) -> None:
+    """Every row of `source_url` into the empty database `target_url` (made at the head schema),
+    ids kept; PostgreSQL's sequences moved past them."""
+    Database(target_url).dispose()
+    source, target = make_engine(source_url), make_engine(target_url)
+    from sqlmodel import SQLModel
+
+    try:
+        with source.connect() as reading, target.begin() as writing:
+            writing.exec_driver_sql("DELETE FROM installation")
+            for table in SQLModel.metadata.sorted_tables:
+                result = reading.execution_options(yield_per=10_000).execute(table.select())
+                for part in result.mappings().partitions(10_000):
+                    writing.execute(insert(table), [dict(row) for row in part])
+                if writing.dialect.name == "postgresql" and "id" in table.c and table.c.id.primary_key and isinstance(table.c.id.type, Integer):
+                    writing.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), coalesce((SELECT max(id) FROM \"{table.name}\"), 0) + 1, false)")
+    finally:
+        source.dispose()
+        target.dispose()
+
+
+def _send_env(url: str, workdir: Path, outbox: Path, **extra: str) -> dict[str, str]:
+    settings_env = {
+        "DIGEST_DATABASE_URL": url, "DIGEST_OUTBOX": str(outbox), "DIGEST_SECRET_KEY": BENCH_KEY,
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_TRANSPORT": "outbox",
+        "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
+    }
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_"))} | settings_env | extra
+
+
+def _senders(n: int, env: dict[str, str], workdir: Path, name: str) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen([sys.executable, "-m", "digest", "send"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                         stdout=open(workdir / f"{name}-{i}.out", "wb"), stderr=open(workdir / f"{name}-{i}.log", "wb"))
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Tally:
+    """The day's digests of a run, counted: whether every subscriber got exactly one."""
+
+    subscribers: int
+    statuses: Counter
+    handed_over_twice: int  # digests moved to `sending` more than once (a resend)
+    files: int = 0
+
+    @property
+    def missing(self) -> int:
+        return self.subscribers - sum(self.statuses.values())
+
+    def words(self) -> str:
+        by_status = ", ".join(f"{n:,} {s}" for s, n in self.statuses.most_common())
+        return f"{by_status}; {self.missing:,} without a digest; {self.handed_over_twice} handed to the transport twice"
+
+
+def tally(url: str, since: dt.datetime, outbox: Path | None = None) -> Tally:
+    db = Database(url)
+    try:
+        with db.session() as session:
+            subscribers = len(session.exec(select(Subscriber.id)).all())
+            rows = session.exec(select(Digest.status, Digest.attempts).where(Digest.created_at >= since)).all()
+    finally:
+        db.dispose()
+    files = sum(1 for _ in outbox.glob("*.eml")) if outbox is not None and outbox.exists() else 0
+    return Tally(subscribers, Counter(status for status, _ in rows), sum(1 for _, attempts in rows if attempts > 1), files)
+
+
+def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str], lease: float = 10.0) -> list[Stage]:
+    """The day's send of `world` with one render worker per process (`DIGEST_WORKERS=1`): one
+    sender on SQLite, one on PostgreSQL, two at once on PostgreSQL, and two on PostgreSQL over
+    SMTP with one killed (-9) mid-run, the other left to finish alone (leases of `lease` s)."""
+    stages: list[Stage] = []
+    (workdir / "no-config.yaml").write_text("sources: []\n")
+
+    def timed(name: str, url: str, processes: int, note: str) -> Stage:
+        outbox = workdir / f"outbox-{name}"
+        since = utcnow()
+        started = time.perf_counter()
+        procs = _senders(processes, _send_env(url, workdir, outbox, DIGEST_WORKERS="1"), workdir, name)
+        codes, cpu = zip(*(_reap(p) for p in procs))
+        seconds = time.perf_counter() - started
+        count = tally(url, since, outbox)
+        if any(codes):
+            raise RuntimeError(f"{name}: digest send exited {codes}; see {workdir}/{name}-*.log")
+        shutil.rmtree(outbox, ignore_errors=True)
+        cpus = " + ".join(f"{c:.1f}" for c in cpu)
+        return Stage(name, world.users, "subscribers", seconds, 0.0, f"{note}: {count.words()}; {count.files:,} files; CPU s of each sender: {cpus}")
+
+    sqlite_copy = workdir / "sharing-sqlite.db"
+    shutil.copy(world.path, sqlite_copy)
+    stages.append(timed("one sender, SQLite", f"sqlite:///{sqlite_copy}", 1, "DIGEST_WORKERS=1, outbox"))
+    sqlite_copy.unlink()
+    template = make_database()
+    copy_database(world.url, template)  # once; each run starts from a copy of it
+    template_name = template.rsplit("/", 1)[1]
+    for processes in (1, 2):
+        url = make_database(template=template_name)
+        name = "one sender, PostgreSQL" if processes == 1 else "two senders, PostgreSQL"
+        stages.append(timed(name, url, processes, "DIGEST_WORKERS=1 each, outbox"))
+
+    url = make_database(template=template_name)
+    port = _free_port()
+    record = workdir / "smtp-received.txt"
+    sink = f"from digest_lab.bench import smtp_sink; smtp_sink({port}, {str(record)!r})"
+    server = subprocess.Popen([sys.executable, "-c", sink], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the benchmark's SMTP server did not start")
+        env = _send_env(url, workdir, workdir / "outbox-kill", DIGEST_WORKERS="1", DIGEST_TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port),
+                        SMTP_CONNECTIONS="2", DIGEST_SEND_LEASE=str(lease))
+        since = utcnow()
+        started = time.perf_counter()
+        victim, survivor = _senders(2, env, workdir, "kill")
+        while _lines(record) < world.users // 4 and victim.poll() is None:
+            time.sleep(0.05)
+        victim.kill()  # SIGKILL: no clean-up at all
+        killed_at = _lines(record)
+        victim.wait()
+        code = survivor.wait()
+        seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    received = Counter(line for line in record.read_text().splitlines() if line)
+    count = tally(url, since)
+    duplicates = sum(n - 1 for n in received.values() if n > 1)
+    stages.append(Stage("two senders, one killed -9", world.users, "subscribers", seconds, 0.0,
+                        f"killed after {killed_at:,} messages; survivor exit {code}; SMTP server received {sum(received.values()):,} messages for "
+                        f"{len(received):,} addresses, {duplicates} duplicates; digests: {count.words()} (lease {lease:g} s)"))
+    return stages
+
+
+def _reap(process: subprocess.Popen) -> tuple[int, float]:
+    """Wait for `process`: its exit code and the CPU seconds it used (user + system, its own)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0
+
+
 def _peak_rss(pid: int) -> int:
     """The peak resident memory (VmHWM) of process `pid` since it started its program, in bytes."""
     try:
@@ -456,11 +616,13 @@ def _peak_rss(pid: int) -> int:
 
 
 def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_000, scale: Sequence[int] = (), sample: int = 10_000,
-        smtp_messages: int = 2_000, on_stage: Callable[[Stage], None] | None = None) -> list[Stage]:
-    """The benchmark: `stages` among ingest, stages (fit, rank, render, compose, deliver, record)
-    and daily (the whole run at `users`, then at each size of `scale`)."""
+        smtp_messages: int = 2_000, on_stage: Callable[[Stage], None] | None = None, postgres: str | None = None) -> list[Stage]:
+    """The benchmark: `stages` among ingest, stages (fit, rank, render, compose, deliver, record),
+    daily (the whole run at `users`, then at each size of `scale`) and postgres (`bench_sharing`
+    at `users`: on `postgres`, a server URL whose databases it may create, or "temp" for a
+    throwaway server of its own)."""
     files = daily_files()
-    wanted = set(stages or ("ingest", "stages", "daily"))
+    wanted = set(stages or ("ingest", "stages", "daily", *(("postgres",) if postgres else ())))
     results: list[Stage] = []
 
     def done(stage: Stage) -> None:
@@ -472,6 +634,12 @@ def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_00
         workdir = Path(folder)
         if "ingest" in wanted:
             done(bench_ingest(files, workdir))
+        if "postgres" in wanted:
+            world = build_world(workdir / "world-postgres.db", files, users, papers)
+            with _postgres(postgres) as make_database:
+                for stage in bench_sharing(world, workdir, make_database):
+                    done(stage)
+            world.path.unlink()
         if "stages" in wanted or "daily" in wanted:
             for size in dict.fromkeys([users, *sorted(scale)]):
                 started = time.perf_counter()
@@ -489,6 +657,33 @@ def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_00
                 world.path.unlink()
                 shutil.rmtree(workdir / f"outbox-{size}", ignore_errors=True)
     return results
+
+
+@contextlib.contextmanager
+def _postgres(where: str | None):
+    """A maker of new empty databases: on a throwaway server ("temp", or none given) or on the
+    server of a URL (whose user may create databases)."""
+    import uuid
+
+    from digest.pgserver import TempPostgres
+
+    if where in (None, "", "temp"):
+        with TempPostgres(durable=True) as server:
+            yield server.create_database
+        return
+    import psycopg
+
+    from digest.db import database_url
+
+    base = database_url(where)
+
+    def create(template: str | None = None) -> str:
+        name = f"digest_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(base.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    yield create
 
 
 def max_rss_mb() -> float:

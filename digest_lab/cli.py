@@ -30,12 +30,17 @@ def require_lab(what: str, module: str) -> None:
 @click.option("--users", type=click.IntRange(1), default=10_000, show_default=True, help="Generated subscribers for the stages and the first daily run.")
 @click.option("--papers", type=click.IntRange(1), default=2_000, show_default=True, help="Real papers first seen today (the rest of the daily files are their past).")
 @click.option("--scale", default="", metavar="N,N,...", help="Also time the whole daily run at these numbers of subscribers (e.g. 1000,10000,100000).")
-@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily"]), help="Only these parts (default: all).")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["ingest", "stages", "daily", "postgres"]), help="Only these parts (default: all).")
+@click.option("--postgres", "postgres", metavar="URL|temp", is_flag=False, flag_value="temp", default=None,
+              help="Also the PostgreSQL stage: one sender on SQLite and on PostgreSQL, two sharing the day, one of two killed -9. "
+                   "`temp` (or no value) starts a throwaway server; a URL names a server whose user may create databases.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json: bool) -> None:
+def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], postgres: str | None, as_json: bool) -> None:
     """Measure each stage of the daily run (throughput, time, peak memory) on generated subscribers
     and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size."""
     require_lab("digest bench", "aiosmtpd")
+    from digest.pgserver import Unavailable
+
     from . import bench as benchmark
 
     try:
@@ -45,9 +50,9 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], as_json:
     with progress() as bar:
         task = bar.add_task("benchmark", total=None)
         try:
-            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes,
+            results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes, postgres=postgres or ("temp" if "postgres" in stages else None),
                                     on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, Unavailable) as exc:
             fail(str(exc), BAD_INPUT)
     if as_json:
         click.echo(benchmark.as_json(results))

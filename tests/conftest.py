@@ -1,4 +1,5 @@
-"""Shared fixtures: a working folder with its own settings, real SQLite files, a real SMTP server."""
+"""Shared fixtures: a working folder with its own settings, real SQLite files, a real PostgreSQL
+server of the tests' own, a real SMTP server."""
 
 from __future__ import annotations
 
@@ -91,12 +92,46 @@ class Workdir:
         return sorted(folder.glob("*.eml")) if folder.exists() else []
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server started for this test session (`digest.pgserver`), or a clean skip
+    where none can be started (no server binaries, root without a `postgres` user)."""
+    from digest.pgserver import TempPostgres, Unavailable
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (the `postgres` extra)")
+    server = TempPostgres(durable=False)
+    try:
+        server.start()
+    except Unavailable as exc:
+        server.stop()
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: Run a test on SQLite and on PostgreSQL: `@both_databases` over a test using `workdir`.
+both_databases = pytest.mark.parametrize("workdir", ["sqlite", "postgresql"], indirect=True)
+
+
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database of a test: a SQLite file, or a new database on the session's PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgres").create_database()
+    return f"sqlite:///{tmp_path / 'var' / 'digest.db'}"
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
-    """A copy of config/ in a fresh folder, the working directory for the test."""
+def workdir(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
+    """A copy of config/ in a fresh folder, the working directory for the test; its database is
+    SQLite, or PostgreSQL for the `postgresql` case of `both_databases`."""
     shutil.copytree(ROOT / "config", tmp_path / "config")
     env = {
-        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'digest.db'}",
+        "DIGEST_DATABASE_URL": database_url(request, tmp_path),
         "DIGEST_CONFIG": str(tmp_path / "config" / "digest.yaml"),
         "DIGEST_PROFILES": str(tmp_path / "config" / "subscribers"),
         "DIGEST_OUTBOX": str(tmp_path / "var" / "outbox"),

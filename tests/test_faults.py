@@ -94,7 +94,7 @@ def test_repeated_hard_bounces_switch_the_address_off(workdir: Workdir, faulty: 
         assert not session.exec(select(Subscriber).where(Subscriber.email == emails[0])).one().active
 
 
-@pytest.mark.parametrize("connections", [1, 4])
+@pytest.mark.parametrize(("workdir", "connections"), [("sqlite", 1), ("sqlite", 4), ("postgresql", 4)], indirect=["workdir"])
 def test_a_send_killed_mid_batch_resumes_without_duplicate_or_loss(workdir: Workdir, faulty: FaultySink, connections: int) -> None:
     emails = people(workdir, 24)
     faulty.delay = 0.15

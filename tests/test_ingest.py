@@ -12,7 +12,7 @@ from digest.ingest.readers import read
 from digest.ingest.records import parse_arxiv_id, title_key
 from digest.models import Paper
 
-from .conftest import ROOT, Workdir, shared
+from .conftest import ROOT, Workdir, both_databases, shared
 
 # Written for these tests, in the two layouts of the real pages.
 ABSTRACT_1 = "We study how small recurrent routers pick experts. " * 8
@@ -99,6 +99,7 @@ def test_arxiv_ids_and_title_keys() -> None:
     assert title_key("Über Ähnlichkeit") == "uber ahnlichkeit"
 
 
+@both_databases
 def test_the_same_paper_met_again_is_one_row_and_stays_first_seen(workdir: Workdir, tmp_path: Path) -> None:
     db = workdir.db()
     day1 = tmp_path / "day1.jsonl"

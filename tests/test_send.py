@@ -19,7 +19,7 @@ from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, u
 from digest.profiles import load_profiles, sync_profiles
 from digest.send import DigestSender, outbox_key, preview_digest
 
-from .conftest import Workdir
+from .conftest import Workdir, both_databases
 
 DESIGN_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post")
 
@@ -93,6 +93,7 @@ def test_each_profile_gets_its_own_topics_first(workdir: Workdir) -> None:
         assert any(phrase in whys[0] for phrase in interests[email]) or "(followed)" in whys[0], (email, whys[0])
 
 
+@both_databases
 def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workdir: Workdir, tmp_path: Path) -> None:
     db = workdir.db()
     day1 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
@@ -144,6 +145,7 @@ def test_no_match_means_no_email_and_a_recorded_reason(workdir: Workdir) -> None
         assert "matched" in empty.reason
 
 
+@both_databases
 def test_a_digest_interrupted_before_or_during_delivery_is_finished_once(workdir: Workdir) -> None:
     # 02:05 UTC, when it failed on the real clock: the example subscribers' local dates differ
     # (the 24th in London and Tokyo, still the 23rd in Buenos Aires and Los Angeles), so the
@@ -181,6 +183,7 @@ def test_a_broken_profile_is_named_and_the_others_still_get_their_email(workdir:
         assert session.exec(select(Subscriber).where(Subscriber.email == "broken@example.org")).first() is None
 
 
+@both_databases
 def test_papers_an_ingest_holds_uncommitted_while_a_send_starts_still_reach_their_subscribers(workdir: Workdir, monkeypatch) -> None:
     """An ingest's transaction stays open across the start of a send (as `digest serve` polls and
     sends independently): its papers must reach every subscriber they match, in this digest or

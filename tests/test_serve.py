@@ -20,7 +20,7 @@ from sqlmodel import func, select
 
 from digest.models import Digest, FeedbackEvent
 
-from .conftest import ROOT, SMTPSink, Workdir, free_port
+from .conftest import ROOT, SMTPSink, Workdir, both_databases, free_port
 from .test_faults import people
 
 
@@ -105,8 +105,9 @@ def test_serve_sends_on_schedule_stops_cleanly_and_catches_up_without_duplicates
     assert counts == Counter({f"{g}{n}@example.org": 1 for g in groups for n in range(3)})
 
 
+@both_databases
 def test_the_web_and_a_send_write_at_once_without_locking_errors(workdir: Workdir, smtp_sink: SMTPSink) -> None:
-    """Clicks pour in over HTTP while a send writes its digests, on one SQLite file."""
+    """Clicks pour in over HTTP while a send writes its digests, on one SQLite file (or PostgreSQL)."""
     port = free_port()
     workdir.env["DIGEST_BASE_URL"] = f"http://127.0.0.1:{port}"
     workdir.cli("ingest", "config/sample-feed.jsonl", check=True)

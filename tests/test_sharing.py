@@ -1,0 +1,121 @@
+"""Several processes against one database share the work: two `digest send` split the day's
+subscribers (each exactly once, each process saying what it and the other did), a sender
+killed -9 mid-batch has its batch taken over when its lease runs out, and a once-a-day job of
+several `digest serve` instances runs once. On SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from sqlmodel import select
+
+from digest.models import DigestStatus, IngestRun, SendLease, utcnow
+
+from .conftest import FaultySink, Workdir, both_databases
+from .test_faults import people, smtp, statuses
+
+
+def start_send(workdir: Workdir, host: str | None = None, **env: str) -> subprocess.Popen:
+    """`digest send` in a process of its own; `host`: as if on another machine of that name (its
+    process cannot be looked up from here: only its leases running out tell that it died)."""
+    command = [sys.executable, "-m", "digest", "send"]
+    if host:
+        command[1:3] = ["-c", f"import socket; socket.gethostname = lambda: {host!r}; from digest.cli import main; main()"]
+    return subprocess.Popen(command, cwd=workdir.path, env={**os.environ, **workdir.env, **env},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def sent_by_this_process(output: str) -> int:
+    words = " ".join(output.split())
+    found = re.search(r"(?:This process: )?(\d+) sent", words.split("Other processes")[0])
+    return int(found.group(1)) if found else 0
+
+
+@both_databases
+def test_two_senders_split_the_day_and_each_says_what_the_other_did(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 40)
+    workdir.prepare()
+    faulty.delay = 0.12  # one process alone would take about 5 s: the second one joins in
+    env = {**smtp(faulty), "SMTP_CONNECTIONS": "1", "DIGEST_SEND_BATCH": "4", "DIGEST_WORKERS": "1"}
+    first = start_send(workdir, **env)
+    wait_for(lambda: sum(faulty.count().values()) >= 2)
+    second = start_send(workdir, **env)
+    outputs = [process.communicate(timeout=180) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+
+    counts = faulty.count()
+    assert sorted(counts) == emails and max(counts.values()) == 1  # everyone, once
+    assert set(statuses(workdir).values()) == {DigestStatus.SENT.value}
+    mine = [sent_by_this_process(out) for out, _ in outputs]
+    assert all(n > 0 for n in mine), outputs  # both did part of the day
+    assert sum(mine) == len(emails)  # and what each says it sent adds up
+    for out, _ in outputs:
+        said = " ".join(out.split())
+        assert "Nothing new to send" not in said
+        assert "Other processes sending at the same time:" in said and " sent" in said.split("Other processes")[1]
+    with workdir.db().session() as session:  # every lease given back
+        leases = session.exec(select(SendLease)).all()
+    assert len(leases) == len(emails) and all(lease.expires <= utcnow() for lease in leases)
+
+
+@both_databases
+def test_a_sender_killed_mid_batch_has_its_batch_taken_over_when_its_lease_runs_out(workdir: Workdir, faulty: FaultySink) -> None:
+    emails = people(workdir, 24)
+    workdir.prepare()
+    faulty.delay = 0.12
+    env = {**smtp(faulty), "SMTP_CONNECTIONS": "1", "DIGEST_SEND_BATCH": "6", "DIGEST_WORKERS": "1", "DIGEST_SEND_LEASE": "3"}
+    victim = start_send(workdir, host="another-machine", **env)
+    wait_for(lambda: sum(faulty.count().values()) >= 2)
+    survivor = start_send(workdir, **env)
+    wait_for(lambda: sum(faulty.count().values()) >= 6)
+    victim.send_signal(signal.SIGKILL)  # mid-batch: its leases are neither renewed nor given back
+    victim.wait(timeout=10)
+    at_kill = sum(faulty.count().values())
+    out, err = survivor.communicate(timeout=180)
+
+    counts = faulty.count()
+    assert max(counts.values()) == 1, counts  # nobody got two
+    state = statuses(workdir)
+    unknown = [e for e, s in state.items() if s == DigestStatus.UNKNOWN.value]
+    assert len(unknown) <= 1  # at most the message in flight at the kill (one connection)
+    assert all(state.get(e) == "sent" and counts[e] == 1 for e in emails if e not in unknown), (state, out, err)
+    assert survivor.returncode == (1 if unknown else 0), out + err
+    said = " ".join(out.split())
+    assert "another-machine" in said  # it waited for the dead one's leases, then took its batches over
+    assert sum(counts.values()) > at_kill
+
+
+@both_databases
+def test_a_once_a_day_job_of_several_instances_runs_once(workdir: Workdir) -> None:
+    from digest.service import Service
+
+    services = [Service(workdir.settings()) for _ in range(3)]
+    ran = []
+
+    def fire(service: Service) -> None:
+        ran.append(service.once("ingest:sample feed", ("06:00", "UTC"), lambda: service.ingest("sample feed")))
+
+    threads = [threading.Thread(target=fire, args=(s,)) for s in services]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(ran) == [False, False, True]
+    with workdir.db().session() as session:
+        assert len(session.exec(select(IngestRun)).all()) == 1
+    # the next day's run is another slot: it runs again, once
+    assert services[1].job_runs.claim("ingest:sample feed", "2099-01-01T06:00Z") is None
+    assert services[2].job_runs.claim("ingest:sample feed", "2099-01-01T06:00Z") is not None
