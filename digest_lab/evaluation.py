@@ -409,7 +409,7 @@ def dataset_embeddings(dataset: Dataset, embedder, cache: Path | None = None) ->
     kept in `cache` (a folder) by the dataset's text and the model, since embedding a corpus takes minutes."""
     import hashlib
 
-    from .embeddings import paper_passage
+    from digest.embeddings import paper_passage
 
     passages = [paper_passage(t, a) for t, a in zip(dataset.titles, dataset.abstracts)]
     key = hashlib.sha1("\x00".join([embedder.key, *passages]).encode()).hexdigest()[:16]

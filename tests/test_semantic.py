@@ -107,3 +107,14 @@ def test_without_the_extra_one_line_says_what_to_install(workdir: Workdir, tmp_p
     assert len(workdir.outbox()) == 4
     warnings = [line for line in (sent.stdout + sent.stderr).splitlines() if "digest[semantic]" in line]
     assert len(warnings) == 1, sent.stderr
+
+
+def test_eval_ranks_with_embeddings_when_the_model_is_set(embedder, workdir: Workdir, tmp_path: Path) -> None:
+    from .test_evaluation import write_dataset
+
+    data = write_dataset(tmp_path / "toy", users=8, per_topic=12, new_papers=True)
+    result = workdir.cli("eval", str(data), "--mode", "both", "--no-baselines", "--json", DIGEST_EMBEDDING_MODEL=str(MINILM))
+    assert result.returncode == 0, result.stderr
+    assert f"Semantic: {embedder.key}" in result.stderr
+    assert [r["method"] for r in json.loads(result.stdout)["results"]] == ["production"]
+    assert list((workdir.path / "var" / "eval-embeddings").glob("*.npy"))  # the dataset's vectors, cached for the next run
