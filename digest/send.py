@@ -42,7 +42,7 @@ from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
 from .schedule import is_due, local_date, local_instant
 from .settings import Settings
-from .training import community_clicks, history_papers, load_histories
+from .training import community_clicks, history_papers, load_histories, recent_corpus
 
 log = logging.getLogger(__name__)
 
@@ -210,25 +210,13 @@ class Selector:
         backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
         fit_since = min(since or self.now, self.now - dt.timedelta(days=cfg.fit_days))
         history_ids = history_papers(self.db, [p.subscriber.id for p in plans])
+        corpus = recent_corpus(self.db, fit_since, self.now, history_ids, announced=backfill)
+        fresh = [
+            i for i, p in enumerate(corpus)
+            if p.first_seen <= self.now and ((since is not None and p.first_seen >= since) or (backfill is not None and backfill[0] < announced(p) <= backfill[1]))
+        ]
+        oldest = min((corpus[i].first_seen for i in fresh), default=self.now)
         with self.db.session() as session:
-            corpus = list(session.exec(
-                select(Paper).where(col(Paper.first_seen) >= fit_since, col(Paper.first_seen) <= self.now).order_by(Paper.id)
-            ).all())
-            known = {p.id for p in corpus}
-            if backfill is not None:
-                low, high = backfill
-                dated = (col(Paper.published) > low) & (col(Paper.published) <= high)
-                undated = col(Paper.published).is_(None) & (col(Paper.first_seen) > low) & (col(Paper.first_seen) <= high)
-                older = session.exec(select(Paper).where(dated | undated, col(Paper.first_seen) < fit_since).order_by(Paper.id)).all()
-                corpus += [p for p in older if p.id not in known]
-                known.update(p.id for p in older)
-            wanted = history_ids - known
-            corpus += [p for part in chunks(sorted(wanted)) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
-            fresh = [
-                i for i, p in enumerate(corpus)
-                if p.first_seen <= self.now and ((since is not None and p.first_seen >= since) or (backfill is not None and backfill[0] < announced(p) <= backfill[1]))
-            ]
-            oldest = min((corpus[i].first_seen for i in fresh), default=self.now)
             sent = session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
                 .join(Digest, col(Digest.id) == DigestItem.digest_id)

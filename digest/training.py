@@ -179,14 +179,24 @@ def retrain(
     return report
 
 
-def recent_corpus(db: Database, since: dt.datetime, until: dt.datetime, also: Iterable[int] = ()) -> list[Paper]:
-    """The papers first seen in [since, until], then those of `also` that are older, by id: what
-    a text model is fitted on."""
+def recent_corpus(db: Database, since: dt.datetime, until: dt.datetime, also: Iterable[int] = (),
+                  announced: tuple[dt.datetime, dt.datetime] | None = None) -> list[Paper]:
+    """The papers first seen in [since, until]; then, with `announced` = (low, high], the older
+    papers announced in that window (a digest of a past date: an undated paper counts by when it
+    was first seen); then those of `also` that are older; each part by id: what a text model is
+    fitted on."""
     with db.session() as session:
         corpus = list(session.exec(
             select(Paper).where(col(Paper.first_seen) >= since, col(Paper.first_seen) <= until).order_by(Paper.id)
         ).all())
         known = {p.id for p in corpus}
+        if announced is not None:
+            low, high = announced
+            dated = (col(Paper.published) > low) & (col(Paper.published) <= high)
+            undated = col(Paper.published).is_(None) & (col(Paper.first_seen) > low) & (col(Paper.first_seen) <= high)
+            older = session.exec(select(Paper).where(dated | undated, col(Paper.first_seen) < since).order_by(Paper.id)).all()
+            corpus += [p for p in older if p.id not in known]
+            known.update(p.id for p in older)
         wanted = sorted(set(also) - known)
         corpus += [p for part in chunks(wanted) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
     return corpus
