@@ -38,7 +38,9 @@ def binaries() -> Path:
     raise Unavailable("no PostgreSQL server binaries (install Debian's `postgresql`, or set PG_BIN)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for a server of our own: this one, the
+    benchmark's SMTP sink, the tests' servers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -52,7 +54,7 @@ class TempPostgres:
     the machine is no concern for a throwaway cluster. The benchmark keeps the defaults."""
 
     durable: bool = True
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     folder: Path | None = None
     _as: list[str] = field(default_factory=list)
 

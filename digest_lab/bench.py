@@ -16,7 +16,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from digest.mail.render import DigestView, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.mail.view import digest_view
 from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, Paper, Subscriber, utcnow
+from digest.pgserver import free_port
 from digest.send import BATCH, DigestSender, Selection, Selector
 from digest.settings import PACKAGED_TEMPLATES, Settings
 from digest.training import retrain
@@ -374,7 +374,7 @@ def _view(links: LinkMaker, selection: Selection, n: int) -> DigestView:
 
 def bench_smtp(messages: list[Outgoing], workdir: Path, settings: Settings, connections: int) -> Stage:
     """Messages to an aiosmtpd server on loopback, in a process of its own, over `connections` connections."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-c", f"from digest_lab.bench import smtp_sink; smtp_sink({port})"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         if server.stdout.readline().strip() != b"ready":
@@ -414,11 +414,6 @@ def smtp_sink(port: int, record: str | None = None) -> None:
     finally:
         controller.stop()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the whole daily run ------------------------------------------------------------------------------
@@ -554,7 +549,7 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
         stages.append(timed(name, url, processes, "DIGEST_WORKERS=1 each, outbox"))
 
     url = make_database(template=template_name)
-    port = _free_port()
+    port = free_port()
     record = workdir / "smtp-received.txt"
     sink = f"from digest_lab.bench import smtp_sink; smtp_sink({port}, {str(record)!r})"
     server = subprocess.Popen([sys.executable, "-c", sink], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

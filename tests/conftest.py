@@ -27,6 +27,7 @@ from digest.db import Database
 from digest.ingest import ingest_source
 from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
+from digest.pgserver import free_port
 from digest.profiles import sync_profiles
 from digest.send import DigestSender
 from digest.settings import Settings
@@ -44,11 +45,6 @@ def shared(*parts: str) -> Path:
         pytest.skip(f"{path} is not here (the shared data sits beside the checkout)")
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
