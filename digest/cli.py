@@ -26,8 +26,11 @@ from .files import replace_file
 from .ingest import IngestResult, SourceSpec, ingest_sources
 from .mail.render import Renderer
 from .mail.transports import make_transport
+from .models import DigestStatus
 from .profiles import load_profiles, sync_profiles
-from .send import DigestSender, SendOptions, SendReport, preview_digest
+from .send.preview import preview_digest
+from .send.run import DigestSender
+from .send.state import PROBLEMS, SendOptions, SendReport, Untouched
 from .settings import Settings, SettingsError, warn_if_readable
 from .yamlfile import FileError
 
@@ -378,11 +381,11 @@ def print_send(report: SendReport) -> None:
         table.add_column(column, justify="right" if column == "items" else "left", overflow="fold")
     shown = report.outcomes
     if len(shown) > TABLE_ROWS:
-        problems = [o for o in shown if o.status in ("failed", "deferred", "unknown")]
-        shown = (problems + [o for o in shown if o.status not in ("failed", "deferred", "unknown")])[:TABLE_ROWS]
+        problems = [o for o in shown if o.status in PROBLEMS]
+        shown = (problems + [o for o in shown if o.status not in PROBLEMS])[:TABLE_ROWS]
         table.caption = f"the first {len(shown)} of {len(report.outcomes):,} digests, problems first"
     for o in shown:
-        style = {"sent": "green", "failed": "red", "deferred": "red", "unknown": "yellow"}.get(o.status, "")
+        style = {DigestStatus.SENT: "green", DigestStatus.FAILED: "red", DigestStatus.DEFERRED: "red", DigestStatus.UNKNOWN: "yellow"}.get(o.status, "")
         status = f"[{style}]{o.status}[/]" if style else o.status
         table.add_row(o.email, str(o.local_date), status, str(o.items) if o.items else "-", o.top or o.detail)
     console.print(table)
@@ -390,10 +393,11 @@ def print_send(report: SendReport) -> None:
     if not report.outcomes and not report.others:
         if not report.halted:  # else said below
             console.print("No active subscribers.")
-    elif all(o.status == "already" for o in report.outcomes) and not report.others:
+    elif all(o.status == Untouched.ALREADY for o in report.outcomes) and not report.others:
         console.print("Nothing new to send: every digest for today was sent already.")
-    elif report.outcomes and not all(o.status == "already" for o in report.outcomes):
-        counts = {s: report.count(s) for s in ("sent", "empty", "already", "paused", "failed", "deferred", "unknown", "dry-run")}
+    elif report.outcomes and not all(o.status == Untouched.ALREADY for o in report.outcomes):
+        order = (DigestStatus.SENT, DigestStatus.EMPTY, Untouched.ALREADY, Untouched.PAUSED, *PROBLEMS, Untouched.DRY_RUN)
+        counts = {s: report.count(s) for s in order}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:
             parts.insert(1, f"{report.retries} retried")
@@ -405,7 +409,7 @@ def print_send(report: SendReport) -> None:
         console.print(f"Other processes sending at the same time: {others}{waited}.")
     for holder, count in report.taken_over.items():
         console.print(f"Took over {count:,} subscriber{'s' if count != 1 else ''} from {holder}, whose lease ran out (it stopped, or stopped answering).")
-    for o in [o for o in report.outcomes if o.status in ("failed", "deferred", "unknown")][:TABLE_ROWS]:
+    for o in [o for o in report.outcomes if o.status in PROBLEMS][:TABLE_ROWS]:
         console.print(f"[red]{o.status}[/] {o.email}: {o.detail}", highlight=False)
     if report.halted:
         errors.print(f"[bold red]error:[/] delivery stopped: {report.halted}. {report.left:,} digest{'s' if report.left != 1 else ''} left "
@@ -418,7 +422,7 @@ def write_previews(report: SendReport, folder: Path, limit: int = 20) -> list[Pa
     for outcome in report.outcomes:
         if len(paths) >= limit:
             break
-        if outcome.status != "sent" or not outcome.detail.endswith(".eml"):
+        if outcome.status != DigestStatus.SENT or not outcome.detail.endswith(".eml"):
             continue
         eml = Path(outcome.detail)
         if not eml.exists():

@@ -193,6 +193,11 @@ class SendLeases:
             thread.join()
 
 
+def process_name() -> str:
+    """This process as a holder of leases, job runs and digests being sent: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _alive_here(holder: str) -> bool:
     """False only for a holder ("host:pid") of this machine whose process no longer exists."""
     host, _, pid = holder.rpartition(":")

@@ -182,7 +182,7 @@ def gather_evidence(db: Database, subscriber_ids: Iterable[int] | None = None) -
             for row in session.exec(
                 select(Digest.subscriber_id, DigestItem.paper_id)
                 .join(DigestItem, col(DigestItem.digest_id) == Digest.id)
-                .where(col(Digest.id).in_(part), Digest.status == DigestStatus.SENT.value)
+                .where(col(Digest.id).in_(part), Digest.status == DigestStatus.SENT)
             )
         ]
     # Everyone with events gets evidence, if only that all of it was undone.

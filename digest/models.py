@@ -91,7 +91,7 @@ class Subscriber(SQLModel, table=True):
     #: Set by the unsubscribe link; final: no profile sync brings the subscriber back (only the
     #: subscriber, resubscribing on their preferences page).
     unsubscribed_at: dt.datetime | None = _utc(default=None)
-    #: Digests refused for good in a row; at `send.BOUNCE_LIMIT` the address is switched off.
+    #: Digests refused for good in a row; at `BouncePolicy.limit` (`send/ledger.py`) the address is switched off.
     bounces: int = 0
     #: Why the service switched the subscriber off ("bounced"), where it did; a profile sync keeps it.
     disabled_reason: str | None = None
@@ -123,7 +123,7 @@ class Digest(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
     local_date: dt.date
-    status: str = Field(default=DigestStatus.PENDING.value, index=True, max_length=16)
+    status: str = Field(default=DigestStatus.PENDING, index=True, max_length=16)
     #: Why a digest is empty or failed, in words for the operator.
     reason: str | None = None
     #: Papers first seen in [window_start, window_end) were this digest's candidates.

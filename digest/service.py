@@ -18,7 +18,7 @@ ingest poll, the retraining) is run by the instance that takes its `JobRun` row 
 Started after a downtime, the service first sends today's digests that are due and unsent (the
 sweep runs at once); it never sends a past day's digest (that takes `digest send --date`).
 Sends never overlap, and each one is exactly-once per (subscriber, local date) by itself
-(`send.DigestSender`). On SIGTERM or SIGINT the web server stops taking requests, a send in
+(`send/run.py`). On SIGTERM or SIGINT the web server stops taking requests, a send in
 progress finishes the message in hand and stops, an ingest makes no further request, and the
 scheduler waits for its jobs.
 
@@ -47,17 +47,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import select
 
 from .config import AppConfig, load_config
-from .coordination import JobRuns
+from .coordination import JobRuns, process_name
 from .db import Database
 from .embeddings import embed_new, last_paper
 from .ingest import SourceError, SourceSpec, ingest_source
 from .ingest.fetch import Fetcher, is_url
 from .mail.render import Renderer
 from .mail.transports import make_transport
-from .models import Subscriber, utcnow
+from .models import DigestStatus, Subscriber, utcnow
 from .profiles import sync_profiles
 from .schedule import parse_clock
-from .send import ME, DigestSender, SendOptions
+from .send.run import DigestSender
+from .send.state import PROBLEMS, SendOptions
 from .settings import Settings
 from .training import retrain
 
@@ -86,7 +87,7 @@ class Service:
         self.db = db or Database(settings.database_url)
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()
-        self.job_runs = JobRuns(self.db, ME)
+        self.job_runs = JobRuns(self.db, process_name())
         #: Held by whoever changes the scheduler's jobs, and by `stop` while it shuts it down.
         self._scheduling = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -209,7 +210,7 @@ class Service:
         with self._send_lock:  # sends never overlap
             sender = DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings))
             report = sender.run(options=SendOptions(due_only=True), should_stop=self.stopping.is_set)
-        done = {s: report.count(s) for s in ("sent", "empty", "failed", "deferred", "unknown") if report.count(s)}
+        done = {s: report.count(s) for s in (DigestStatus.SENT, DigestStatus.EMPTY, *PROBLEMS) if report.count(s)}
         if done:
             log.info("send: %s%s", ", ".join(f"{n} {s}" for s, n in done.items()), f", {report.retries} retried" if report.retries else "")
         if report.halted:

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from .db import Database
 from .models import Digest, DigestStatus, IngestRun, Subscriber, utcnow
 
-PROBLEMS = (DigestStatus.FAILED.value, DigestStatus.DEFERRED.value, DigestStatus.UNKNOWN.value, DigestStatus.SENDING.value)
+PROBLEMS = (DigestStatus.FAILED, DigestStatus.DEFERRED, DigestStatus.UNKNOWN, DigestStatus.SENDING)
 
 
 @dataclass

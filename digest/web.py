@@ -169,7 +169,7 @@ def create_app(settings: Settings, db: Database | None = None, lifespan: Callabl
         if found is None:
             return pages.not_found()
         digest, subscriber = found
-        if digest.status == DigestStatus.EMPTY.value:
+        if digest.status == DigestStatus.EMPTY:
             return pages.message("No papers that day", digest.reason or "Nothing new matched your interests.")
         if request.method == "GET":
             record_view(db, digest)

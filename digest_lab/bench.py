@@ -44,7 +44,9 @@ from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.mail.view import digest_view
 from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, Paper, Subscriber, utcnow
 from digest.pgserver import free_port
-from digest.send import BATCH, DigestSender, Selection, Selector
+from digest.send.ledger import Ledger
+from digest.send.run import BATCH
+from digest.send.select import Selection, Selector
 from digest.settings import PACKAGED_TEMPLATES, Settings
 from digest.training import retrain
 
@@ -241,7 +243,7 @@ def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights,
         })
         yesterday = now.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1)
         digests.append({
-            "id": len(digests) + 1, "subscriber_id": n + 1, "local_date": yesterday, "status": DigestStatus.SENT.value, "attempts": 1,
+            "id": len(digests) + 1, "subscriber_id": n + 1, "local_date": yesterday, "status": DigestStatus.SENT, "attempts": 1,
             "window_start": now - dt.timedelta(days=2), "window_end": now - dt.timedelta(hours=21), "created_at": now, "sent_at": now,
         })
         if rng.random() < 0.7:
@@ -252,7 +254,7 @@ def _insert_subscribers(db, rng, users, now, past, by_category, topics, weights,
             digest_id = len(digests) + 1
             when = now - dt.timedelta(days=2)
             digests.append({
-                "id": digest_id, "subscriber_id": n + 1, "local_date": yesterday - dt.timedelta(days=1), "status": DigestStatus.SENT.value,
+                "id": digest_id, "subscriber_id": n + 1, "local_date": yesterday - dt.timedelta(days=1), "status": DigestStatus.SENT,
                 "attempts": 1, "window_start": when - dt.timedelta(days=1), "window_end": when, "created_at": when, "sent_at": when,
             })
             for rank, (paper, kind) in enumerate(kinds.items(), start=1):
@@ -352,7 +354,7 @@ def bench_stages(world: World, workdir: Path, sample: int, smtp_messages: int) -
     stages.append(measure("deliver to the outbox", "emails", write_outbox, "one file each, renamed into place, one sync per batch"))
     for connections in (1, settings.smtp_connections):
         stages.append(bench_smtp(messages[:smtp_messages], workdir, settings, connections))
-    recorder = DigestSender(db, settings, config, fast, OutboxTransport(workdir / "unused"))
+    recorder = Ledger(db)
     stages.append(measure("record digests", "digests", lambda: sum(c is not None for part in _parts(selections, BATCH) for c in recorder.claim_many(part)),
                           f"digests and their items, one transaction per {BATCH}"))
     db.dispose()

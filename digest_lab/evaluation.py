@@ -520,7 +520,7 @@ class SimulatedService:
                 continue
             digest_id = self._next_digest
             self._next_digest += 1
-            digests.append({"id": digest_id, "subscriber_id": user + 1, "local_date": when.date(), "status": DigestStatus.SENT.value,
+            digests.append({"id": digest_id, "subscriber_id": user + 1, "local_date": when.date(), "status": DigestStatus.SENT,
                             "window_start": when, "window_end": when, "created_at": when, "sent_at": when, "attempts": 1})
             for rank, row in enumerate(rows, start=1):
                 item_id = self._next_item

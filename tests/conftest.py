@@ -29,7 +29,7 @@ from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
 from digest.pgserver import free_port
 from digest.profiles import sync_profiles
-from digest.send import DigestSender
+from digest.send.run import DigestSender
 from digest.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from digest.mail.compose import DkimError, DkimKey
 from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
 from digest.profiles import sync_profiles
-from digest.send import DigestSender
+from digest.send.run import DigestSender
 from digest.settings import Settings, SettingsError
 
 from .conftest import Workdir

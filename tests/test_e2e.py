@@ -63,7 +63,7 @@ def test_a_failing_smtp_server_fails_the_send_with_exit_1(workdir: Workdir) -> N
     assert result.returncode == 1
     assert "deferred" in result.stdout and "Connection refused (after 2 tries)" in result.stdout
     with workdir.db().session() as session:
-        assert session.exec(select(Digest)).one().status == DigestStatus.DEFERRED.value
+        assert session.exec(select(Digest)).one().status == DigestStatus.DEFERRED
 
 
 def test_trending_pages_and_new_profiles_with_a_broken_one(workdir: Workdir, smtp_sink: SMTPSink) -> None:

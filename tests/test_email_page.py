@@ -19,7 +19,7 @@ from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
 from digest.models import Subscriber
 from digest.profiles import sync_profiles
-from digest.send import DigestSender
+from digest.send.run import DigestSender
 
 from .browser import CONTRAST_SCRIPT, Browser
 from .conftest import Workdir

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digest import ranking, send
+from digest import ranking
 from digest.config import RankingConfig, load_config
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
@@ -25,6 +25,8 @@ from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
 from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
+from digest.send import pool as send_pool
+from digest.send import run as send_run
 
 from .conftest import ROOT, SMTPSink, Workdir
 
@@ -175,7 +177,7 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
     db.dispose()
     database = Path(workdir.env["DIGEST_DATABASE_URL"].removeprefix("sqlite:///"))
     shutil.copy(database, database.with_name("copy.db"))
-    monkeypatch.setattr(send, "WORKERS_FROM", 1)
+    monkeypatch.setattr(send_run, "WORKERS_FROM", 1)
     makers = workdir.path / "makers"
     makers.mkdir()
 
@@ -183,14 +185,14 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
         (makers / f"{os.getpid()}-{kwargs['to_email']}").touch()
         return compose(**kwargs)
 
-    monkeypatch.setattr(send, "compose", compose_and_tell)
+    monkeypatch.setattr(send_pool, "compose", compose_and_tell)
 
     def run(url: str, outbox: Path, workers: int) -> dict[str, bytes]:
         settings = workdir.settings(DIGEST_DATABASE_URL=url, DIGEST_OUTBOX=str(outbox))
         from digest.db import Database
 
         config = load_config(settings.config_path)
-        sender = send.DigestSender(Database(url), settings, config, Renderer(settings.templates_dir), OutboxTransport(outbox), lambda: now, workers=workers)
+        sender = send_run.DigestSender(Database(url), settings, config, Renderer(settings.templates_dir), OutboxTransport(outbox), lambda: now, workers=workers)
         report = sender.run()
         assert report.count("sent") == 4
         # The MIME boundary is random; all else must be byte for byte the same.

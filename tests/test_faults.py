@@ -114,7 +114,7 @@ def test_a_send_killed_mid_batch_resumes_without_duplicate_or_loss(workdir: Work
     counts = faulty.count()
     assert max(counts.values()) == 1  # nobody got two
     state = statuses(workdir)
-    unknown = [e for e, s in state.items() if s == DigestStatus.UNKNOWN.value]
+    unknown = [e for e, s in state.items() if s == DigestStatus.UNKNOWN]
     assert len(unknown) <= connections  # at most the messages in flight at the kill, one per connection
     assert all(state[e] == "sent" and counts[e] == 1 for e in emails if e not in unknown)
     assert second.returncode == (1 if unknown else 0)
@@ -130,7 +130,7 @@ def sender(workdir: Workdir, settings):
     from digest.config import load_config
     from digest.mail.render import Renderer
     from digest.mail.transports import make_transport
-    from digest.send import DigestSender
+    from digest.send.run import DigestSender
 
     return DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), make_transport(settings))
 
@@ -238,12 +238,12 @@ def test_a_refusal_for_policy_fails_that_message_but_is_no_bounce(workdir: Workd
 
 @pytest.mark.parametrize(("transport", "workers"), [("outbox", 1), ("outbox", 2), ("smtp-1", 1), ("smtp-4", 2)])
 def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdir, faulty: FaultySink, monkeypatch: pytest.MonkeyPatch, transport: str, workers: int) -> None:
-    from digest import send
     from digest.config import load_config
     from digest.ingest import ingest_source
     from digest.mail.render import Renderer
     from digest.mail.transports import OutboxTransport, SMTPTransport
     from digest.profiles import sync_profiles
+    from digest.send import run
 
     emails = people(workdir, 6)
     db = workdir.db()
@@ -254,11 +254,11 @@ def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdi
         broken = session.exec(select(Subscriber).where(Subscriber.email == emails[2])).one()
         broken.name = "Reader\r\nBcc: everyone@example.org"
         session.add(broken)
-    monkeypatch.setattr(send, "WORKERS_FROM", 1)  # forked worker processes make the messages when workers > 1
+    monkeypatch.setattr(run, "WORKERS_FROM", 1)  # forked worker processes make the messages when workers > 1
     env = {} if transport == "outbox" else {**smtp(faulty), "SMTP_CONNECTIONS": transport.split("-")[1]}
     settings = workdir.settings(**env)
     made = OutboxTransport(settings.outbox) if transport == "outbox" else SMTPTransport(settings)
-    sender = send.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers)
+    sender = run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers)
     report = sender.run()
     outcomes = {o.email: o for o in report.outcomes}
     assert {e: o.status for e, o in outcomes.items()} == {**{e: "sent" for e in emails if e != emails[2]}, emails[2]: "failed"}
@@ -267,5 +267,5 @@ def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdi
     assert all(s.bounces == 0 and s.active for s in subscribers(workdir))
     delivered = [p.name for p in workdir.outbox()] if transport == "outbox" else list(faulty.count())
     assert len(delivered) == 5 and not any("reader02" in name for name in delivered)
-    again = send.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers).run()
+    again = run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers).run()
     assert {o.status for o in again.outcomes} == {"already"}  # nothing stuck in `sending`, nothing sent twice

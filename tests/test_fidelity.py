@@ -22,7 +22,8 @@ from digest.mail.transports import OutboxTransport
 from digest.mail.view import source_label
 from digest.models import Paper
 from digest.profiles import sync_profiles
-from digest.send import DigestSender, preview_digest
+from digest.send.preview import preview_digest
+from digest.send.run import DigestSender
 
 from .conftest import Workdir, shared
 

@@ -92,11 +92,11 @@ def test_retrain_learns_from_stored_feedback_and_rebuilds_older_models(tmp_path)
         ])
         session.execute(insert(Subscriber), [{"id": s, "email": f"s{s}@example.org", "interests": [], "avoid": [], "authors": [], "categories": [],
                                               "created_at": now, "updated_at": now} for s in (1, 2)])
-        session.execute(insert(Digest), [{"id": 1, "subscriber_id": 1, "local_date": now.date(), "status": DigestStatus.SENT.value,
+        session.execute(insert(Digest), [{"id": 1, "subscriber_id": 1, "local_date": now.date(), "status": DigestStatus.SENT,
                                           "window_start": now, "window_end": now, "created_at": now, "attempts": 1}])
         session.execute(insert(DigestItem), [{"id": n + 1, "digest_id": 1, "paper_id": p, "rank": n + 1, "score": 0.0, "reason": ""}
                                              for n, p in enumerate([1, 2, 9, 10])])
-        session.execute(insert(Digest), [{"id": 2, "subscriber_id": 2, "local_date": now.date(), "status": DigestStatus.SENT.value,
+        session.execute(insert(Digest), [{"id": 2, "subscriber_id": 2, "local_date": now.date(), "status": DigestStatus.SENT,
                                           "window_start": now, "window_end": now, "created_at": now, "attempts": 1}])
         session.execute(insert(DigestItem), [{"id": 10, "digest_id": 2, "paper_id": 5, "rank": 1, "score": 0.0, "reason": ""}])
         session.execute(insert(FeedbackEvent), [

@@ -25,7 +25,8 @@ from digest.mail.transports import OutboxTransport
 from digest.models import FeedbackEvent, Subscriber, SubscriberModel
 from digest.preferences import Conflict, FormTokens, ProfileFile, parse_form, same_origin
 from digest.profiles import load_profiles, sync_profile, sync_profiles
-from digest.send import DigestSender, preview_digest
+from digest.send.preview import preview_digest
+from digest.send.run import DigestSender
 from digest.training import retrain
 from digest.yamlfile import FileError
 

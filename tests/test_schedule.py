@@ -19,7 +19,8 @@ from digest.mail.transports import OutboxTransport
 from digest.models import Digest
 from digest.profiles import sync_profiles
 from digest.schedule import is_due, local_date, next_send, send_instant
-from digest.send import DigestSender, SendOptions
+from digest.send.run import DigestSender
+from digest.send.state import SendOptions
 from digest.service import Service
 
 from .conftest import Workdir

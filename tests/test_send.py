@@ -17,7 +17,9 @@ from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
 from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from digest.profiles import load_profiles, sync_profiles
-from digest.send import DigestSender, outbox_key, preview_digest
+from digest.send.pool import outbox_key
+from digest.send.preview import preview_digest
+from digest.send.run import DigestSender
 
 from .conftest import Workdir, both_databases
 
@@ -141,7 +143,7 @@ def test_no_match_means_no_email_and_a_recorded_reason(workdir: Workdir) -> None
     assert outcomes["few@example.org"].status == "sent" and 1 <= outcomes["few@example.org"].items < 10
     assert [parse(p)["To"].addresses[0].addr_spec for p in workdir.outbox()] == ["few@example.org"]
     with db.session() as session:
-        empty = session.exec(select(Digest).where(Digest.status == DigestStatus.EMPTY.value)).one()
+        empty = session.exec(select(Digest).where(Digest.status == DigestStatus.EMPTY)).one()
         assert "matched" in empty.reason
 
 
@@ -162,15 +164,15 @@ def test_a_digest_interrupted_before_or_during_delivery_is_finished_once(workdir
         assert len({d.local_date for d in digests}) == 2
         owners = {s.id: s for s in session.exec(select(Subscriber))}
         # As if a crash hit: the first before delivery (its file never written), the second after it.
-        (workdir.path / "var" / "outbox" / f"{outbox_key(digests[0], owners[digests[0].subscriber_id])}.eml").unlink()
-        digests[0].status = DigestStatus.PENDING.value
-        digests[1].status = DigestStatus.SENDING.value
+        (workdir.path / "var" / "outbox" / f"{outbox_key(digests[0].id, digests[0].local_date, owners[digests[0].subscriber_id].email)}.eml").unlink()
+        digests[0].status = DigestStatus.PENDING
+        digests[1].status = DigestStatus.SENDING
         session.add_all(digests[:2])
     report = make_sender(workdir, clock).run()
     assert sorted(o.status for o in report.outcomes) == ["already", "already", "sent", "sent"]
     assert workdir.outbox() == files
     with db.session() as session:
-        assert {d.status for d in session.exec(select(Digest))} == {DigestStatus.SENT.value}
+        assert {d.status for d in session.exec(select(Digest))} == {DigestStatus.SENT}
 
 
 def test_a_broken_profile_is_named_and_the_others_still_get_their_email(workdir: Workdir) -> None:
@@ -323,7 +325,7 @@ def test_a_full_disk_while_writing_previews_is_a_warning_not_a_failure(workdir: 
     assert "warning: the HTML previews could not be written" in result.stderr and "No space left on device" in result.stderr
     assert "Traceback" not in result.stderr and "4 sent" in result.stdout
     with workdir.db().session() as session:
-        assert {d.status for d in session.exec(select(Digest))} == {DigestStatus.SENT.value}
+        assert {d.status for d in session.exec(select(Digest))} == {DigestStatus.SENT}
 
 
 def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_without_duplicates(workdir: Workdir) -> None:

@@ -58,7 +58,7 @@ def test_two_senders_split_the_day_and_each_says_what_the_other_did(workdir: Wor
 
     counts = faulty.count()
     assert sorted(counts) == emails and max(counts.values()) == 1  # everyone, once
-    assert set(statuses(workdir).values()) == {DigestStatus.SENT.value}
+    assert set(statuses(workdir).values()) == {DigestStatus.SENT}
     mine = [sent_by_this_process(out) for out, _ in outputs]
     assert all(n > 0 for n in mine), outputs  # both did part of the day
     assert sum(mine) == len(emails)  # and what each says it sent adds up
@@ -89,7 +89,7 @@ def test_a_sender_killed_mid_batch_has_its_batch_taken_over_when_its_lease_runs_
     counts = faulty.count()
     assert max(counts.values()) == 1, counts  # nobody got two
     state = statuses(workdir)
-    unknown = [e for e, s in state.items() if s == DigestStatus.UNKNOWN.value]
+    unknown = [e for e, s in state.items() if s == DigestStatus.UNKNOWN]
     assert len(unknown) <= 1  # at most the message in flight at the kill (one connection)
     assert all(state.get(e) == "sent" and counts[e] == 1 for e in emails if e not in unknown), (state, out, err)
     assert survivor.returncode == (1 if unknown else 0), out + err

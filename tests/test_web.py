@@ -31,7 +31,7 @@ from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
 from digest.models import Digest, DigestItem, FeedbackEvent, Paper, Subscriber
 from digest.profiles import sync_profiles
-from digest.send import DigestSender
+from digest.send.run import DigestSender
 
 from .browser import measure
 from .conftest import NOW, TEST_KEY, Web, Workdir, send_today

@@ -1,0 +1,205 @@
+"""Making the messages: a digest in flight (`Letter`), its message, and the worker processes.
+
+A `Letter` is all a message needs of a digest and its subscriber: small, frozen and picklable,
+the one form a digest takes between its claim and its delivery, here and in a worker process.
+
+A run of many digests makes its messages in forked processes (`WorkerPool`) while this one ranks,
+stores and delivers. They are forked once the candidates are loaded, so each knows every paper
+and the message maker without being sent them; a task is a few letters and the rows of their
+papers among the candidates. The processes are started with the pool's own method as their
+target, so nothing of theirs lives in a module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import multiprocessing
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ..db import Database
+from ..links import LinkMaker
+from ..mail.compose import DkimKey, Outgoing, compose, message_id
+from ..mail.render import DigestView, RenderedDigest, Renderer
+from ..mail.view import digest_view, paper_fields
+from ..models import Digest, DigestItem, Paper, Subscriber
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Letters sent to a worker process at a time.
+CHUNK = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Addressee:
+    """What a message needs of its subscriber."""
+
+    id: int
+    email: str
+    name: str | None
+    interests: tuple[dict, ...]
+    link_id: str
+
+    @classmethod
+    def of(cls, subscriber: Subscriber) -> Addressee:
+        return cls(subscriber.id, subscriber.email, subscriber.name, tuple(subscriber.interests), subscriber.link_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LetterItem:
+    """What a message needs of one of the digest's items."""
+
+    id: int
+    rank: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A digest in flight: what its message is made of, wherever it is made."""
+
+    id: int
+    local_date: dt.date
+    to: Addressee
+    items: tuple[LetterItem, ...]
+    #: Where its papers are among the run's candidates (what a worker process knows them by);
+    #: None for a digest read back from the database (its papers loaded with it).
+    rows: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem | LetterItem], rows: Sequence[int] | None = None) -> Letter:
+        return cls(digest.id, digest.local_date, Addressee.of(subscriber), tuple(LetterItem(i.id, i.rank, i.reason) for i in items),
+                   None if rows is None else tuple(rows))
+
+    @property
+    def subscriber_id(self) -> int:
+        return self.to.id
+
+    @property
+    def outbox_key(self) -> str:
+        """The file name (without `.eml`) of the digest: its date, its id and a readable recipient."""
+        return outbox_key(self.id, self.local_date, self.to.email)
+
+
+def outbox_key(digest_id: int, local_date: dt.date, email: str) -> str:
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in email)[:80]
+    return f"{local_date:%Y-%m-%d}_{digest_id:08d}_{readable}"
+
+
+@dataclass(frozen=True)
+class Unmade:
+    """A message that could not be made, and why (in words for the operator)."""
+
+    reason: str
+
+
+def made(make: Callable[..., Outgoing], *args: object) -> Outgoing | Unmade:
+    """`make(*args)`, or why it failed: whatever goes wrong in making one message is that
+    message's failure, never the batch's (see `Delivery.unmade`)."""
+    try:
+        return make(*args)
+    except Exception as exc:  # any error of one message's data or template
+        log.debug("making a message failed", exc_info=True)
+        return Unmade(f"{type(exc).__name__}: {exc}"[:500])
+
+
+class Messages:
+    """Makes a digest's message: its view (tracked links), rendered, composed (and signed)."""
+
+    def __init__(self, settings: Settings, renderer: Renderer, links: LinkMaker) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.links = links
+        self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
+
+    def view(self, letter: Letter, papers: Sequence[Paper]) -> DigestView:
+        return digest_view(self.links, letter, letter.to, letter.items, papers)
+
+    def render(self, letter: Letter, papers: Sequence[Paper]) -> RenderedDigest:
+        return self.renderer.render(self.view(letter, papers))
+
+    def message(self, letter: Letter, papers: Sequence[Paper], now: dt.datetime) -> Outgoing:
+        subscriber, digest = letter.to, letter
+        return compose(
+            rendered=self.render(digest, papers),
+            sender=self.settings.sender,
+            to_email=subscriber.email,
+            to_name=subscriber.name,
+            msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
+            unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
+            date=now,
+            dkim_key=self.dkim,
+        )
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended before answering (killed, out of memory): the run cannot go on."""
+
+
+class WorkerPool:
+    """Forked processes that make messages, in order, while this process does the rest.
+
+    Fork only from a process with no other threads (such as `digest send`); no database
+    connection crosses the fork. Results come back in the order the letters were given, however
+    many batches are in hand."""
+
+    def __init__(self, messages: Messages, papers: Sequence[Paper], workers: int, db: Database) -> None:
+        self.messages = messages
+        self.papers = papers
+        self.workers = workers
+        self.db = db
+        self._processes: list = []
+        self._numbers = itertools.count()
+        self._answers: dict[int, list[Outgoing | Unmade]] = {}
+
+    def __enter__(self) -> WorkerPool:
+        self.db.engine.dispose()  # no database connection crosses the fork
+        context = multiprocessing.get_context("fork")
+        self._tasks, self._results = context.Queue(), context.Queue()
+        self._processes = [context.Process(target=self._serve, name=f"digest-worker-{n}", daemon=True) for n in range(self.workers)]
+        for process in self._processes:
+            process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            process.join()
+        self._tasks.close()
+        self._results.close()
+        self._processes = []
+
+    def _serve(self) -> None:
+        """A worker: first works out what every candidate paper shows (its TL;DR above all, some
+        0.4 ms a paper) while the parent ranks the first batch, then makes messages until told."""
+        for paper in self.papers:
+            paper_fields(paper)
+        for number, letters, now in iter(self._tasks.get, None):
+            self._results.put((number, [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]))
+
+    def make(self, letters: Sequence[Letter], now: dt.datetime) -> Iterator[Outgoing | Unmade]:
+        """The message of each letter (each with `rows`), in order: the work is handed out now."""
+        numbers = []
+        for start in range(0, len(letters), CHUNK):
+            number = next(self._numbers)
+            self._tasks.put((number, list(letters[start : start + CHUNK]), now))
+            numbers.append(number)
+        return self._collect(numbers)
+
+    def _collect(self, numbers: list[int]) -> Iterator[Outgoing | Unmade]:
+        for number in numbers:
+            while number not in self._answers:
+                try:
+                    answered, messages = self._results.get(timeout=1.0)
+                except queue.Empty:
+                    dead = [p for p in self._processes if not p.is_alive()]
+                    if dead:
+                        raise WorkerDied(f"worker process {dead[0].name} ended (exit code {dead[0].exitcode})") from None
+                    continue
+                self._answers[answered] = messages
+            yield from self._answers.pop(number)

@@ -1,0 +1,236 @@
+"""Who is due and what they get: each subscriber's plan for a local date, and the chosen papers.
+
+A plan says which local date a subscriber's digest is for, whether it exists already, and its
+candidate window (since the end of the last digest's). The selector loads the candidates of all
+plans once (one text model fitted per run, every candidate vectorized once) and ranks them for a
+batch of subscribers at a time, through the ranker (`digest/ranking.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from ..config import AppConfig
+from ..db import Database
+from ..embeddings import Embedder, embed_missing, load_vectors, phrase_vectors
+from ..models import Digest, DigestItem, DigestStatus, Paper, Subscriber
+from ..ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
+from ..schedule import local_date, local_instant
+from ..training import community_clicks, history_papers, load_histories, recent_corpus
+
+log = logging.getLogger(__name__)
+
+
+def is_paused(subscriber: Subscriber, day: dt.date) -> bool:
+    """Whether `subscriber` asked for no digest on local date `day` (`paused_until` is the first day back)."""
+    return subscriber.paused_until is not None and day < subscriber.paused_until
+
+
+
+
+@dataclass
+class Selection:
+    """A subscriber's chosen papers for one date, before anything is stored."""
+
+    subscriber: Subscriber
+    local_date: dt.date
+    window_start: dt.datetime
+    window_end: dt.datetime
+    papers: list[Paper]
+    ranked: list[Ranked]
+    candidates: int
+
+    @property
+    def empty_reason(self) -> str:
+        if self.candidates == 0:
+            return "no new papers since the last digest"
+        return f"none of {self.candidates} new papers matched the interests"
+
+
+def local_today(subscriber: Subscriber, now: dt.datetime) -> dt.date:
+    return local_date(now, subscriber.timezone)
+
+
+def end_of_day(day: dt.date, zone: str) -> dt.datetime:
+    """The UTC instant local date `day` ends in `zone`."""
+    return local_instant(day + dt.timedelta(days=1), "00:00", zone)
+
+
+def announced(paper: Paper) -> dt.datetime:
+    """When a paper became available: its announcement where known, else when it was first seen."""
+    return paper.published or paper.first_seen
+
+
+@dataclass
+class Plan:
+    """A subscriber's digest to make for one local date, and what is already known of it.
+
+    No paper announced after the end of that date (`cutoff`, in the subscriber's zone) is a
+    candidate. A digest of a past date (`past`: a backfill, a missed day) takes its candidates by
+    announcement, in (`window_start`, `cutoff`], since when the service first saw a paper says
+    nothing about that day; today's takes the papers first seen since `window_start`."""
+
+    subscriber: Subscriber
+    local_date: dt.date
+    existing: Digest | None
+    window_start: dt.datetime
+    cutoff: dt.datetime = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    past: bool = False
+
+    @property
+    def window_end(self) -> dt.datetime | None:
+        """Where the window of the next digest begins: the cutoff of a past date, else the run's time."""
+        return self.cutoff if self.past else None
+
+
+class Selector:
+    """Chooses each subscriber's papers: candidates since their last digest, ranked by interest.
+
+    The database is read in a few batched queries for all subscribers, the text model is fitted
+    once per run, and every candidate paper is vectorized once.
+    """
+
+    def __init__(self, db: Database, config: AppConfig, now: dt.datetime, embedder: Embedder | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.now = now
+        #: With the semantic extra: papers and phrases are embedded too (their vectors loaded in batch).
+        self.embedder = embedder
+        self.model: TextModel | None = None
+        self.papers: list[Paper] = []
+        self._sent: dict[int, set[int]] = {}
+
+    def plan(self, subscribers: Sequence[Subscriber], date: dt.date | None = None) -> list[Plan]:
+        """Each subscriber's local date, existing digest and candidate window, then the corpus loaded."""
+        dates = {s.id: date or local_today(s, self.now) for s in subscribers}
+        lookback = dt.timedelta(days=self.config.ranking.lookback_days)
+        existing: dict[tuple[int, dt.date], Digest] = {}
+        last_end: dict[tuple[int, dt.date], dt.datetime] = {}
+        with self.db.session() as session:
+            for day in set(dates.values()):
+                for digest in session.exec(select(Digest).where(Digest.local_date == day)):
+                    existing[(digest.subscriber_id, day)] = digest
+                latest = (
+                    select(Digest.subscriber_id, func.max(Digest.local_date).label("latest"))
+                    .where(col(Digest.local_date) < day, Digest.status != DigestStatus.FAILED)
+                    .group_by(Digest.subscriber_id)
+                    .subquery()
+                )
+                rows = session.exec(
+                    select(Digest.subscriber_id, Digest.window_end).join(
+                        latest, (Digest.subscriber_id == latest.c.subscriber_id) & (Digest.local_date == latest.c.latest)
+                    )
+                )
+                for subscriber_id, window_end in rows:
+                    last_end[(subscriber_id, day)] = window_end
+        plans = []
+        for s in subscribers:
+            day = dates[s.id]
+            cutoff = end_of_day(day, s.timezone)
+            past = day < local_today(s, self.now)
+            start = last_end.get((s.id, day)) or (cutoff if past else self.now) - lookback
+            plans.append(Plan(s, day, existing.get((s.id, day)), start, cutoff, past))
+        todo = [p for p in plans if p.existing is None]
+        if todo:
+            self._load(todo)
+        return plans
+
+    def _load(self, plans: Sequence[Plan]) -> None:
+        """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
+        the candidates of every plan (papers first seen since its window began, or for a past
+        date announced in its window) once for everyone."""
+        cfg = self.config.ranking
+        live = [p.window_start for p in plans if not p.past]
+        since = min(live) if live else None
+        backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
+        fit_since = min(since or self.now, self.now - dt.timedelta(days=cfg.fit_days))
+        history_ids = history_papers(self.db, [p.subscriber.id for p in plans])
+        corpus = recent_corpus(self.db, fit_since, self.now, history_ids, announced=backfill)
+        fresh = [
+            i for i, p in enumerate(corpus)
+            if p.first_seen <= self.now and ((since is not None and p.first_seen >= since) or (backfill is not None and backfill[0] < announced(p) <= backfill[1]))
+        ]
+        oldest = min((corpus[i].first_seen for i in fresh), default=self.now)
+        with self.db.session() as session:
+            sent = session.exec(
+                select(Digest.subscriber_id, DigestItem.paper_id)
+                .join(Digest, col(Digest.id) == DigestItem.digest_id)
+                .join(Paper, col(Paper.id) == DigestItem.paper_id)
+                .where(col(Paper.first_seen) >= oldest, Digest.status != DigestStatus.FAILED)
+            ).all()
+        for subscriber_id, paper_id in sent:
+            self._sent.setdefault(subscriber_id, set()).add(paper_id)
+        self.papers = [corpus[i] for i in fresh]
+        if not self.papers:
+            return
+        subscribers = [p.subscriber for p in plans]
+        phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
+        self.model = TextModel()
+        counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
+        row = {p.id: i for i, p in enumerate(corpus)}
+        example_ids = sorted(p for p in history_ids if p in row)
+        recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
+        vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, subscribers)
+        self.candidates = Candidates.build(
+            self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers],
+            vectors[fresh] if vectors is not None else None, texts=[paper_text(p.title, p.abstract, p.authors) for p in self.papers], phrases=phrases,
+        )
+        examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]],
+                                  vectors[[row[p] for p in example_ids]] if vectors is not None else None)
+        pool = Pool.build(self.model, counts[recent], vectors[recent] if vectors is not None else None) if recent else None
+        community = Community(community_clicks(self.db), cfg.neighbours)
+        semantic = self.embedder.phrases if vectors is not None else None
+        self.ranker = Ranker(self.model, cfg, examples, community, pool=pool, phrase_embedder=semantic)
+        self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
+        self._announced = np.array([announced(p).timestamp() for p in self.papers])
+        self._ids = np.array([p.id for p in self.papers])
+
+    def _embeddings(self, corpus: Sequence[Paper], fresh: Sequence[int], examples: Sequence[int], recent: Sequence[int], subscribers: Sequence[Subscriber]) -> np.ndarray | None:
+        """The corpus' embeddings (rows of zeros where a paper has none), loaded in batch: the
+        candidates' and the examples' are computed now if they are missing (papers met before
+        the model was set); the older pool's are left to `digest embed`. The subscribers'
+        phrases are embedded once and kept. None without the semantic extra."""
+        if self.embedder is None:
+            return None
+        needed = sorted({corpus[i].id for i in (*fresh, *examples)})
+        made = embed_missing(self.db, self.embedder, needed)
+        if made:
+            log.info("embedded %d papers that had no vector for %s", made, self.embedder.key)
+        vectors, found = load_vectors(self.db, self.embedder.key, [p.id for p in corpus], self.embedder.dim)
+        lacking = len(recent) - int(found[list(recent)].sum()) if len(recent) else 0
+        if lacking:
+            log.info("%d recent papers have no embedding (run `digest embed` to compute them)", lacking)
+        phrase_vectors(self.db, self.embedder, {p for s in subscribers for p in Interests.from_subscriber(s).all_phrases()})
+        return vectors
+
+    def select(self, plans: Sequence[Plan]) -> list[Selection]:
+        """The chosen papers of each plan: ranked for all subscribers together."""
+        if self.model is None or not plans:
+            return [Selection(p.subscriber, p.local_date, p.window_start, p.window_end or self.now, [], [], 0) for p in plans]
+        readers, allowed = [], []
+        histories = load_histories(self.db, [plan.subscriber.id for plan in plans])
+        for plan in plans:
+            subscriber = plan.subscriber
+            start, cutoff = plan.window_start.timestamp(), plan.cutoff.timestamp()
+            if plan.past:
+                mask = (self._announced > start) & (self._announced <= cutoff)
+            else:
+                mask = (self._first_seen >= start) & (self._announced <= cutoff)
+            sent = self._sent.get(subscriber.id)
+            if sent:
+                mask &= ~np.isin(self._ids, list(sent))
+            allowed.append(mask)
+            readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), histories.get(subscriber.id, History()), subscriber.max_items))
+        ranked = self.ranker.rank(readers, self.candidates, allowed)
+        return [
+            Selection(plan.subscriber, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
+            for plan, chosen, mask in zip(plans, ranked, allowed)
+        ]
+
