@@ -269,3 +269,44 @@ def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdi
     assert len(delivered) == 5 and not any("reader02" in name for name in delivered)
     again = run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), made, lambda: now, workers=workers).run()
     assert {o.status for o in again.outcomes} == {"already"}  # nothing stuck in `sending`, nothing sent twice
+
+
+def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_rest_once(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while making a message (out of memory, say) stops the run with a clear
+    error instead of waiting for it for ever; the next run sends every digest, none twice."""
+    from digest.config import load_config
+    from digest.ingest import ingest_source
+    from digest.mail.compose import compose
+    from digest.mail.render import Renderer
+    from digest.mail.transports import OutboxTransport
+    from digest.profiles import sync_profiles
+    from digest.send import pool, run
+
+    emails = people(workdir, 6)
+    db = workdir.db()
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    parent = os.getpid()
+
+    def compose_or_die(**kwargs):
+        if os.getpid() != parent and kwargs["to_email"] == emails[3]:
+            os._exit(9)  # as the kernel's OOM killer would end it: no exception, no goodbye
+        return compose(**kwargs)
+
+    monkeypatch.setattr(run, "WORKERS_FROM", 1)
+    monkeypatch.setattr(pool, "compose", compose_or_die)
+    settings = workdir.settings()
+    outbox = OutboxTransport(settings.outbox)
+
+    def sender(workers: int) -> run.DigestSender:
+        return run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), outbox, lambda: now, workers=workers)
+
+    with pytest.raises(pool.WorkerDied, match="digest-worker-"):
+        sender(workers=2).run()
+    left = statuses(workdir)  # what went is recorded sent, the rest given back: nothing left `sending`
+    assert set(left.values()) <= {DigestStatus.PENDING, DigestStatus.SENT} and left[emails[3]] == DigestStatus.PENDING
+    report = sender(workers=1).run()
+    assert statuses(workdir) == dict.fromkeys(emails, DigestStatus.SENT)
+    assert sorted(path.name.split("_", 2)[2] for path in workdir.outbox()) == sorted(e.replace("@", "_") + ".eml" for e in emails)
+    assert report.count(DigestStatus.SENT) == list(left.values()).count(DigestStatus.PENDING)

@@ -84,7 +84,14 @@ class Delivery:
         sent: list[Job] = []
         stopped = False
         try:
-            for position, (job, message) in enumerate(zip(jobs, messages)):
+            for position, job in enumerate(jobs):
+                try:
+                    message = next(messages)
+                except Exception:  # the messages stopped coming (a worker process died): what went is recorded, the rest given back
+                    self.transport.flush()
+                    self._finish_many(sent)
+                    self._give_back([j for j in jobs[position:] if not j.finished])
+                    raise
                 if job.finished:  # not started: another run has it
                     continue
                 if self.state.should_stop():

@@ -12,6 +12,7 @@ target, so nothing of theirs lives in a module.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -170,6 +171,7 @@ class WorkerPool:
             process.terminate()
         for process in self._processes:
             process.join()
+        self._tasks.cancel_join_thread()  # tasks no worker will read (a run stopped early) must not hold up the exit
         self._tasks.close()
         self._results.close()
         self._processes = []
@@ -178,7 +180,8 @@ class WorkerPool:
         """A worker: first works out what every candidate paper shows (its TL;DR above all, some
         0.4 ms a paper) while the parent ranks the first batch, then makes messages until told."""
         for paper in self.papers:
-            paper_fields(paper)
+            with contextlib.suppress(Exception):  # a paper that cannot be shown fails its messages, not the worker
+                paper_fields(paper)
         for number, letters, now in iter(self._tasks.get, None):
             self._results.put((number, [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]))
 
