@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from digest.cli import BAD_INPUT, App, console, errors, fail, progress
+from digest.cli.app import BAD_INPUT, App, console, errors, fail, progress
 
 LAB_EXTRA = "pip install 'digest[lab]'"
 
