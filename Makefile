@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
-	$(BIN)/digest bench --users 10000 --papers 2000 --scale 1000,10000,100000
+	$(BIN)/digest bench --users 10000 --papers 2000 --scale 1000,10000,100000 --compare f1f4b40 --repeat 2
 
 serve: $(STAMP)
 	$(BIN)/digest init

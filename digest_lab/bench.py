@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import psutil
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sqlalchemy import Integer, bindparam, insert, update
 from sqlmodel import select
@@ -66,6 +68,10 @@ class Stage:
     seconds: float
     peak_mb: float
     note: str = ""
+    #: Which code ran the stage when not this checkout: `digest bench --compare REF`.
+    code: str = ""
+    #: CPU seconds of the stage's processes (user + system), where they were measured.
+    cpu_seconds: float | None = None
 
     @property
     def per_second(self) -> float:
@@ -421,29 +427,111 @@ def smtp_sink(port: int, record: str | None = None) -> None:
 # --- the whole daily run ------------------------------------------------------------------------------
 
 
-def bench_daily_run(world: World, workdir: Path) -> Stage:
+@dataclass(frozen=True)
+class Checkout:
+    """Another commit of this project, unpacked beside the benchmark: its `digest send` runs from
+    there (first on PYTHONPATH) with this virtualenv's packages, on a copy of the same world, so
+    that a speed-up is a ratio measured side by side in one session (`digest bench --compare`)."""
+
+    ref: str
+    commit: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.ref} ({self.commit[:8]})" if not self.commit.startswith(self.ref) else self.commit[:8]
+
+    @property
+    def templates(self) -> Path:
+        return self.path / "templates" if (self.path / "templates").is_dir() else PACKAGED_TEMPLATES
+
+
+def checkout(ref: str, into: Path) -> Checkout:
+    """Unpack commit `ref` of the git checkout this code runs from into a new folder of `into`
+    (`git archive`: the tree of the commit, nothing of the working copy)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        found = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ValueError(f"--compare needs git to unpack {ref}: {exc}") from exc
+    if found.returncode != 0:
+        raise ValueError(f"--compare {ref}: not a commit of the git checkout at {root} (a clone with its history is needed)")
+    commit = found.stdout.strip()
+    path = into / f"ref-{commit[:12]}"
+    path.mkdir()
+    archive = subprocess.Popen(["git", "-C", str(root), "archive", commit], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+        tar.extractall(path, filter="data")
+    if archive.wait() != 0 or not (path / "digest" / "__main__.py").is_file():
+        raise ValueError(f"--compare {ref}: git archive of {commit[:12]} gave no digest package")
+    return Checkout(ref, commit, path)
+
+
+class TreeMemory:
+    """The peak memory of a process and all its descendants together, sampled: the sum of their
+    proportional set sizes (PSS), so a page that forked workers share with their parent is counted
+    once, split between them, not once per process as a sum of RSS would count it."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self.peak_root_rss = 0
+
+    def sample(self) -> None:
+        total = 0
+        for process in [self.root, *self._children()]:
+            with contextlib.suppress(psutil.Error):
+                memory = process.memory_full_info()
+                total += memory.pss
+                if process is self.root:
+                    self.peak_root_rss = max(self.peak_root_rss, memory.rss)
+        self.peak = max(self.peak, total)
+
+    def _children(self) -> list[psutil.Process]:
+        try:
+            return self.root.children(recursive=True)
+        except psutil.Error:
+            return []
+
+
+def bench_daily_run(world: World, workdir: Path, code: Checkout | None = None) -> Stage:
     """`digest send` as a process of its own on the world's database, to the outbox: the whole
-    run (load, fit, rank, claim, render, write, record), its time and its peak memory."""
+    run (load, fit, rank, claim, render, write, record), its time, CPU and the peak memory of all
+    its processes together; with `code`, the `digest send` of that other commit."""
+    outbox = workdir / f"outbox-{world.users}"
+    shutil.rmtree(outbox, ignore_errors=True)
     settings_env = {
-        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / f"outbox-{world.users}"), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_TRANSPORT": "outbox",
-        "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
+        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(outbox), "DIGEST_SECRET_KEY": BENCH_KEY,
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(code.templates if code else PACKAGED_TEMPLATES),
+        "DIGEST_TRANSPORT": "outbox", "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_"))} | settings_env
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_", "PYTHONPATH"))} | settings_env
+    if code:
+        env["PYTHONPATH"] = str(code.path)
+    log_path = workdir / f"send-{world.users}{'-' + code.commit[:8] if code else ''}.log"
     started = time.perf_counter()
-    with open(workdir / f"send-{world.users}.log", "wb") as log_file:
+    with open(log_path, "wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "digest", "send"], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file)
-        peak = 0
-        while process.poll() is None:
-            peak = max(peak, _peak_rss(process.pid))
+        memory = TreeMemory(process.pid)
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # usage: the process and its reaped workers
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                break
+            memory.sample()
             time.sleep(0.05)
     seconds = time.perf_counter() - started
-    sent = sum(1 for _ in (workdir / f"outbox-{world.users}").glob("*.eml"))
+    sent = sum(1 for _ in outbox.glob("*.eml"))
+    shutil.rmtree(outbox, ignore_errors=True)
     if process.returncode != 0:
-        raise RuntimeError(f"digest send exited {process.returncode}; see {workdir / f'send-{world.users}.log'}")
-    return Stage(f"daily run, {world.users:,} subscribers", world.users, "subscribers", seconds, peak / 2**20,
-                 f"x {world.papers:,} papers: {sent:,} emails to the outbox; `digest send` in its own process (peak RSS of that process; "
-                 "its forked render workers share most of its pages)")
+        raise RuntimeError(f"digest send exited {process.returncode}; see {log_path}")
+    name = f"daily run, {world.users:,} subscribers" + (f", {code.label}" if code else "")
+    return Stage(name, world.users, "subscribers", seconds, memory.peak / 2**20,
+                 f"x {world.papers:,} papers: {sent:,} emails to the outbox; `digest send` in its own process"
+                 f"{' of commit ' + code.commit[:12] if code else ''}; peak memory = PSS of all its processes together "
+                 f"(its main process alone: peak RSS {memory.peak_root_rss / 2**20:.0f} MB)",
+                 code=code.label if code else "", cpu_seconds=usage.ru_utime + usage.ru_stime)
 
 
 # --- PostgreSQL: one sender against SQLite, one and two senders sharing, a sender killed -------------
@@ -597,27 +685,18 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _peak_rss(pid: int) -> int:
-    """The peak resident memory (VmHWM) of process `pid` since it started its program, in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 # --- all of it ----------------------------------------------------------------------------------------
 
 
 def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_000, scale: Sequence[int] = (), sample: int = 10_000,
-        smtp_messages: int = 2_000, on_stage: Callable[[Stage], None] | None = None, postgres: str | None = None) -> list[Stage]:
+        smtp_messages: int = 2_000, on_stage: Callable[[Stage], None] | None = None, postgres: str | None = None,
+        compare: str | None = None, repeat: int = 1) -> list[Stage]:
     """The benchmark: `stages` among ingest, stages (fit, rank, render, compose, deliver, record),
     daily (the whole run at `users`, then at each size of `scale`) and postgres (`bench_sharing`
     at `users`: on `postgres`, a server URL whose databases it may create, or "temp" for a
-    throwaway server of its own)."""
+    throwaway server of its own). The daily run at `users` runs `repeat` times; with `compare`
+    (a git commit, branch or tag of this checkout) that commit's `digest send` runs as often on
+    copies of the same world, alternated with this checkout's, for `ratios`."""
     files = daily_files()
     wanted = set(stages or ("ingest", "stages", "daily", *(("postgres",) if postgres else ())))
     results: list[Stage] = []
@@ -629,6 +708,7 @@ def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_00
 
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as folder:
         workdir = Path(folder)
+        other = checkout(compare, workdir) if compare and "daily" in wanted else None
         if "ingest" in wanted:
             done(bench_ingest(files, workdir))
         if "postgres" in wanted:
@@ -644,10 +724,13 @@ def run(stages: list[str] | None = None, users: int = 10_000, papers: int = 2_00
                 log.info("generated %d subscribers in %.1f s", size, time.perf_counter() - started)
                 done(bench_retrain(world))  # their models, as the night before the run
                 if "daily" in wanted:
-                    copy = World(workdir / f"run-{size}.db", size, papers, world.past_papers, world.now)
-                    shutil.copy(world.path, copy.path)
-                    done(bench_daily_run(copy, workdir))
-                    copy.path.unlink()
+                    runs = [None] if size != users else [None, other] if other else [None]
+                    for turn in range(repeat if size == users else 1):
+                        for code in runs if turn % 2 == 0 else runs[::-1]:  # A B, B A, ...: drift hits both alike
+                            copy = World(workdir / f"run-{size}.db", size, papers, world.past_papers, world.now)
+                            shutil.copy(world.path, copy.path)
+                            done(bench_daily_run(copy, workdir, code))
+                            copy.path.unlink()
                 if "stages" in wanted and size == users:
                     for stage in bench_stages(world, workdir, sample, smtp_messages):
                         done(stage)
@@ -681,6 +764,17 @@ def _postgres(where: str | None):
         return base.set(database=name).render_as_string(hide_password=False)
 
     yield create
+
+
+def ratios(results: list[Stage]) -> list[tuple[str, int, float, float]]:
+    """For each size whose daily run also ran on another commit: (that commit, subscribers, this
+    checkout's mean seconds, the other's mean seconds)."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for s in results:
+        if s.name.startswith("daily run"):
+            by.setdefault((s.code, s.items), []).append(s.seconds)
+    return [(code, items, float(np.mean(by[("", items)])), float(np.mean(times)))
+            for (code, items), times in by.items() if code and ("", items) in by]
 
 
 def max_rss_mb() -> float:

@@ -34,11 +34,19 @@ def require_lab(what: str, module: str) -> None:
 @click.option("--postgres", "postgres", metavar="URL|temp", is_flag=False, flag_value="temp", default=None,
               help="Also the PostgreSQL stage: one sender on SQLite and on PostgreSQL, two sharing the day, one of two killed -9. "
                    "`temp` (or no value) starts a throwaway server; a URL names a server whose user may create databases.")
+@click.option("--compare", "compare", metavar="REF",
+              help="Also run the daily run at --users with the `digest send` of git commit REF of this checkout (e.g. f1f4b40, main), "
+                   "on copies of the same world, alternated with this checkout's, and print the ratio.")
+@click.option("--repeat", type=click.IntRange(1), default=1, show_default=True, help="Run the daily run at --users this many times (each, with --compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], postgres: str | None, as_json: bool) -> None:
+def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], postgres: str | None, compare: str | None, repeat: int, as_json: bool) -> None:
     """Measure each stage of the daily run (throughput, time, peak memory) on generated subscribers
-    and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size."""
+    and real papers (../shared/data/arxiv-daily, or DIGEST_BENCH_DATA), and the whole run at each size.
+
+    The daily run's memory is the peak of all its processes together (their PSS: a page shared
+    by the forked workers is counted once)."""
     require_lab("digest bench", "aiosmtpd")
+    require_lab("digest bench", "psutil")
     from digest.pgserver import Unavailable
 
     from . import bench as benchmark
@@ -51,21 +59,27 @@ def bench(users: int, papers: int, scale: str, stages: tuple[str, ...], postgres
         task = bar.add_task("benchmark", total=None)
         try:
             results = benchmark.run(list(stages) or None, users=users, papers=papers, scale=sizes, postgres=postgres or ("temp" if "postgres" in stages else None),
-                                    on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
+                                    compare=compare, repeat=repeat, on_stage=lambda s: bar.update(task, description=f"benchmark: {s.name} done"))
         except (FileNotFoundError, ValueError, Unavailable) as exc:
             fail(str(exc), BAD_INPUT)
     if as_json:
         click.echo(benchmark.as_json(results))
         return
     table = Table(title=f"Benchmark ({os.cpu_count()} CPUs)")
-    for column in ("stage", "items", "seconds", "per second", "peak RSS MB", "note"):
+    for column in ("stage", "items", "seconds", "CPU s", "per second", "peak MB", "note"):
         table.add_column(column, justify="left" if column in ("stage", "note") else "right", overflow="fold")
     for s in results:
-        table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
+        cpu = "" if s.cpu_seconds is None else f"{s.cpu_seconds:.1f}"
+        table.add_row(s.name, f"{s.items:,} {s.unit}", f"{s.seconds:.2f}", cpu, f"{s.per_second:,.0f} {s.unit}/s", f"{s.peak_mb:.0f}", s.note)
     console.print(table)
-    daily = sorted((s for s in results if s.name.startswith("daily run")), key=lambda s: s.items)
-    if len(daily) > 1:
+    daily = sorted((s for s in results if s.name.startswith("daily run") and not s.code), key=lambda s: s.items)
+    if len({s.items for s in daily}) > 1:
         console.print("Scaling: " + "; ".join(f"{s.items:,} subscribers {s.seconds:.1f} s ({1e3 * s.seconds / s.items:.2f} ms each, {s.peak_mb:.0f} MB)" for s in daily))
+        first, last = daily[0], daily[-1]
+        console.print(f"Each further subscriber: {1e3 * (last.seconds - first.seconds) / (last.items - first.items):.2f} ms "
+                      f"(from {first.items:,} to {last.items:,} subscribers)")
+    for code, items, this, other in benchmark.ratios(results):
+        console.print(f"Daily run at {items:,} subscribers: this checkout {this:.1f} s, {code} {other:.1f} s: {this / other:.2f}x the time")
 
 
 @click.command("eval")
