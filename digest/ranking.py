@@ -33,6 +33,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -100,13 +101,13 @@ class History:
         ids = tuple(dict.fromkeys(positive))
         return cls(ids, tuple(1.0 for _ in ids), len(ids))
 
-    @property
+    @cached_property
     def positive_papers(self) -> list[int]:
         """The papers opened or liked: positive weights in either form (a learned model's
         coefficients have the sign of their example's label)."""
         return [p for p, w in zip(self.papers, self.weights) if w > 0]
 
-    @property
+    @cached_property
     def down_papers(self) -> list[int]:
         """Papers turned down, as raw evidence (a learned model has folded them in)."""
         return [] if self.learned else [p for p, w in zip(self.papers, self.weights) if w <= TURNED_DOWN]
@@ -360,7 +361,8 @@ DENSE_SIMILARITY_LIMIT = 5000
 PRF_BATCH = 256
 #: Terms kept in a reader's expanded interest query, and in their learned model's query (`_prune`):
 #: measured on development data, 200 make the expanded interests better than all (the long tail
-#: of the feedback papers is noise) and 500 lose nothing of a learned model (200 lost 3.6%).
+#: of the feedback papers is noise) and 500 lose nothing of a learned model (200 lost 3.6%; all
+#: terms lost 1% of nDCG@10 on citeulike-a-dev new-papers seeds 0-2, measured 2026-11-24).
 INTEREST_TERMS = 200
 MODEL_TERMS = 500
 
@@ -518,6 +520,26 @@ def _prune(queries: sparse.csr_matrix, terms: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((data, indices, indptr), shape=queries.shape)
 
 
+class _Products:
+    """Rows of `left @ right` (sparse, a few thousand columns) computed when first needed and
+    kept dense: how alike each example paper and each of the day's candidates are is worked
+    out once per run, and looked up for every reader's chosen items."""
+
+    def __init__(self, left: sparse.csr_matrix, right: sparse.csr_matrix) -> None:
+        self.left, self.right = left, right
+        self.matrix = np.zeros((left.shape[0], right.shape[1]), np.float32)
+        self.done = np.zeros(left.shape[0], dtype=bool)
+
+    def rows(self, needed: np.ndarray) -> np.ndarray:
+        """The whole matrix, with at least the rows `needed` filled in."""
+        needed = np.unique(np.asarray(needed, np.int64))
+        todo = needed[~self.done[needed]]
+        if todo.size:
+            self.matrix[todo] = (self.left[todo] @ self.right).toarray()
+            self.done[todo] = True
+        return self.matrix
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0)
@@ -567,6 +589,13 @@ class Ranker:
 
     def semantic(self, candidates: Candidates) -> bool:
         return self.phrase_embedder is not None and candidates.embeddings is not None
+
+    def _likeness(self, candidates: Candidates) -> _Products:
+        """Cosine (over words) of the example papers with today's candidates, kept for the run's candidates."""
+        held = self.__dict__.get("_held")
+        if held is None or held[0] is not candidates:
+            self.__dict__["_held"] = held = (candidates, _Products(self.examples.words, candidates.vectors.T.tocsr()))
+        return held[1]
 
     # --- the parts of a score --------------------------------------------------------------------
 
@@ -689,7 +718,7 @@ class Ranker:
                 down_cols += downs
         shape = (n, examples.vectors.shape[0])
         learned = sparse.csr_matrix((np.array(model_vals, np.float32), (model_rows, model_cols)), shape=shape)
-        raw = normalize(sparse.csr_matrix((np.ones(len(raw_rows), np.float32), (raw_rows, raw_cols)), shape=shape), norm="l1")
+        raw = sparse.csr_matrix((np.ones(len(raw_rows), np.float32), (raw_rows, raw_cols)), shape=shape)
         liked = sparse.csr_matrix((np.ones(len(like_rows), np.float32), (like_rows, like_cols)), shape=shape)
         down = sparse.csr_matrix((np.ones(len(down_rows), np.float32), (down_rows, down_cols)), shape=shape)
         # Raw evidence: the unit centroid of the positives (the background is scaled to a unit query).
@@ -698,9 +727,11 @@ class Ranker:
             query = query + normalize(raw @ examples.vectors)
         query = _prune(query, MODEL_TERMS)
         weights = (learned + raw).tocsr()
+        docs_t = candidates.docs_t()
+        scores = (query @ docs_t).toarray()
+        negative = (normalize(down @ examples.vectors) @ docs_t).toarray() if down.nnz else None
+        down_mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
         likeness = normalize(_prune(liked @ examples.words, INTEREST_TERMS)).tocsr()  # the centroid of what was opened: for matches and reasons
-        negative = normalize(down @ examples.vectors).tocsr()
-        mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
         meaning = None
         if self.semantic(candidates) and examples.embeddings is not None:
             combined = np.asarray(weights @ examples.embeddings)
@@ -709,7 +740,7 @@ class Ranker:
                 centroid = candidates.embeddings.mean(axis=0)
             has_model = np.diff(weights.indptr) > 0
             meaning = np.where(has_model[:, None], _unit_rows(combined) - cfg.semantic_typicality * centroid[None, :], 0).astype(np.float32)
-        return _HistoryParts(query, background, likeness, negative, mass, meaning)
+        return _HistoryParts(scores, background, likeness, negative, down_mass, meaning)
 
     def _score(self, readers: Sequence[Reader], candidates: Candidates, allowed: Sequence[np.ndarray | None] | None) -> "_Scores":
         cfg = self.config
@@ -731,16 +762,16 @@ class Ranker:
             interest += cfg.semantic_weight * _spread(interest_meaning @ candidates.embeddings.T, mask)
         h = self._history(readers, candidates)
         history = np.zeros_like(interest)
-        if h.query is not None:
-            history = _spread((h.query @ docs_t).toarray() + h.background[:, None] * candidates.typicality[None, :], mask)
+        if h.scores is not None:
+            history = _spread(h.scores + h.background[:, None] * candidates.typicality[None, :], mask)
             if h.meaning is not None:
                 history += cfg.semantic_history_weight * _spread(h.meaning @ candidates.embeddings.T, mask)
         w = np.where(has_interests, evidence_weight(n, cfg), (n > 0).astype(np.float32))[:, None]
         content = w * history + (1 - w) * interest
-        if h.negative is not None and h.negative.nnz:
+        if h.negative is not None:
             # "Less like this" is said on purpose: one counts half at once (a click is weighed more slowly).
             strength = (cfg.negative_weight * h.negative_mass / (h.negative_mass + 1))[:, None]
-            content -= strength * _spread((h.negative @ docs_t).toarray(), mask, shift=False)
+            content -= strength * _spread(h.negative, mask, shift=False)
         best = np.maximum(np.where(mask, content, -np.inf).max(axis=1, initial=0.0) if mask is not None else content.max(axis=1, initial=0.0), 1e-9)[:, None]
         match = self._matches(q, candidates)
         if q.avoid.nnz:
@@ -948,6 +979,7 @@ class Ranker:
         if examples is None:
             return nearest
         positives = [[examples.row[p] for p in r.history.positive_papers if p in examples.row] for r in readers]
+        products = self._likeness(candidates)
         for start in range(0, len(readers), NEAREST_GROUP):
             group = range(start, min(start + NEAREST_GROUP, len(readers)))
             mine = [i for i in group if positives[i] and results[i]]
@@ -955,7 +987,7 @@ class Ranker:
                 continue
             example_rows = np.unique(np.concatenate([positives[i] for i in mine]))
             item_rows = np.unique(np.concatenate([[item.index for item in results[i]] for i in mine]))
-            sims = (candidates.vectors[item_rows] @ examples.words[example_rows].T).toarray()
+            sims = products.rows(example_rows)[np.ix_(example_rows, item_rows)].T
             example_at = {row: j for j, row in enumerate(example_rows.tolist())}
             item_at = {row: j for j, row in enumerate(item_rows.tolist())}
             for i in mine:
@@ -985,10 +1017,10 @@ class _Queries:
 
 @dataclass
 class _HistoryParts:
-    query: sparse.csr_matrix | None  # the learned models' term weights (readers x terms)
+    scores: np.ndarray | None  # the learned models' scores of the candidates (readers x candidates), before the background
     background: np.ndarray  # the weight of the corpus centroid in each model
     likeness: sparse.csr_matrix | None  # the unit centroid of each reader's opened papers
-    negative: sparse.csr_matrix | None  # papers turned down, for readers with no positives
+    negative: np.ndarray | None  # likeness to the papers turned down, for readers with no positives (readers x candidates)
     negative_mass: np.ndarray
     meaning: np.ndarray | None  # the models in the embedding space
 
