@@ -39,10 +39,14 @@ from .mail.render import DigestView, RenderedDigest, Renderer
 from .mail.transports import Delivered, DeliveryError, Transport
 from .mail.view import digest_view, item_view, load_items, paper_fields
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
-from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
+from .ranking.community import Community
+from .ranking.papers import Candidates, Examples, Pool
+from .ranking.ranker import Ranker
+from .ranking.readers import History, Interests, Ranked, Reader
+from .ranking.store import community_clicks, history_papers, load_histories, recent_corpus
 from .schedule import is_due, local_date, local_instant
 from .settings import Settings
-from .training import community_clicks, history_papers, load_histories, recent_corpus
+from .textmodel import TextModel, paper_text
 
 log = logging.getLogger(__name__)
 
