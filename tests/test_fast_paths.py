@@ -25,7 +25,6 @@ from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
 from digest.ranking import papers as ranking_papers
-from digest.ranking import reasons as ranking_reasons
 from digest.ranking.community import Community
 from digest.ranking.papers import Candidates, Examples
 from digest.ranking.ranker import Ranker
@@ -76,7 +75,6 @@ def test_batched_ranking_is_the_ranking_of_each_reader_alone(monkeypatch: pytest
 
     # The straightforward way: one reader at a time, likeness computed for each reader's top alone.
     monkeypatch.setattr(ranking_papers, "DENSE_SIMILARITY_LIMIT", 0)
-    monkeypatch.setattr(ranking_reasons, "NEAREST_GROUP", 1)
     plain_candidates = Candidates.build(model, candidates.ids, counts, candidates.authors, candidates.categories)
     slow = Ranker(model, RankingConfig(), examples, community, chunk=1).rank(readers, plain_candidates, allowed)
     assert plain_candidates.similarity() is None

@@ -74,6 +74,9 @@ class Candidates:
     near: sparse.csr_matrix | None = None  # the phrases' word pairs each paper holds close together
     _similarity: np.ndarray | None = field(default=None, repr=False)
     _docs_t: sparse.csr_matrix | None = field(default=None, repr=False)
+    _twins: dict[float, dict[int, set[int]]] = field(default_factory=dict, repr=False)
+    _in_categories: dict[frozenset, frozenset[int]] = field(default_factory=dict, repr=False)
+    _category_rows: dict[frozenset, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -122,6 +125,25 @@ class Candidates:
             self._similarity = (self.vectors @ self.vectors.T).toarray().astype(np.float32)
         return self._similarity
 
+    def twins(self, duplicate: float) -> dict[int, set[int]]:
+        """{row: the other rows more alike than `duplicate` (cosine)}, for the few candidates
+        that have such a near-duplicate: MMR looks here first, and only a reader whose top holds
+        a pair of them needs its likeness matrix (computed once per threshold for all readers)."""
+        held = self._twins.get(duplicate)
+        if held is None:
+            dense = self.similarity()
+            if dense is not None:
+                rows, cols = np.nonzero(dense > duplicate)
+            else:
+                close = (self.vectors @ self.vectors.T).tocoo()
+                rows, cols = close.row[close.data > duplicate], close.col[close.data > duplicate]
+            held = {}
+            for row, col in zip(rows.tolist(), cols.tolist()):
+                if row != col:
+                    held.setdefault(row, set()).add(col)
+            self._twins[duplicate] = held
+        return held
+
     def by_authors(self, followed: Iterable[str]) -> tuple[set[int], dict[int, list[str]]]:
         rows: set[int] = set()
         for name in followed:
@@ -138,10 +160,20 @@ class Candidates:
         }
         return rows, names
 
-    def by_categories(self, followed: Iterable[str]) -> set[int]:
-        rows: set[int] = set()
-        for cat in followed:
-            rows |= self.category_index.get(cat, set())
+    def by_categories(self, followed: Iterable[str]) -> frozenset[int]:
+        """The rows in any of the `followed` categories (kept per set of categories: readers share them)."""
+        key = frozenset(followed)
+        rows = self._in_categories.get(key)
+        if rows is None:
+            rows = self._in_categories[key] = frozenset().union(*(self.category_index.get(cat, ()) for cat in key))
+        return rows
+
+    def category_rows(self, followed: Iterable[str]) -> np.ndarray:
+        """`by_categories` as an array of rows, for indexing."""
+        key = frozenset(followed)
+        rows = self._category_rows.get(key)
+        if rows is None:
+            rows = self._category_rows[key] = np.fromiter(sorted(self.by_categories(key)), dtype=np.int64)
         return rows
 
 

@@ -16,7 +16,7 @@ from .papers import Candidates, Examples, Pool, ProductRows
 from .quotas import interest_groups, said_about
 from .readers import Ranked, Reader
 from .reasons import nearest_positives, reasons
-from .scoring import Matches, PhraseEmbedder, Scorer, evidence_weight
+from .scoring import Matches, PhraseEmbedder, Scorer, Scores, evidence_weight
 
 
 class Ranker:
@@ -79,33 +79,27 @@ class Ranker:
         results = []
         likeness = None
         similarity = candidates.similarity() if cfg.diversity > 0 else None
+        twins = candidates.twins(cfg.duplicate_similarity) if cfg.diversity > 0 else None
         if s.history_parts.likeness is not None and s.history_parts.likeness.nnz:
             likeness = (candidates.vectors @ s.history_parts.likeness.T).toarray()  # candidates x readers
         found = self._phrase_match(s.matches)  # candidates x the chunk's phrases
         said = said_about(cfg, self.examples, readers, s) if cfg.interest_quota else None
+        eligible = self._eligible(readers, candidates, allowed, s, found, likeness) if require_match else self._allowed(readers, candidates, allowed)
+        limits = np.array([k or reader.max_items for reader in readers])
         for i, reader in enumerate(readers):
-            scores = final[i].copy()
-            mask = np.ones(len(candidates), dtype=bool) if allowed[i] is None else allowed[i].copy()
+            scores = final[i]
             mine = s.queries.phrase_columns(i)
             phrase_match = found[:, mine]  # candidates x the reader's phrases
-            if require_match:
-                matched = phrase_match.any(axis=1) if mine.size else np.zeros(len(candidates), dtype=bool)
-                if likeness is not None and reader.history.positives:
-                    matched |= likeness[:, i] >= cfg.min_like
-                if s.votes is not None:
-                    matched |= s.votes[i] > 0
-                if s.followed[i][0]:
-                    matched[list(s.followed[i][0])] = True
-                mask &= matched
-            limit = k or reader.max_items
-            order = top_k(scores, limit + 4 * min(limit, MMR_DEPTH), mask)
+            limit = int(limits[i])
+            order = top_k(scores, limit + 4 * min(limit, MMR_DEPTH), eligible[i])
             groups, shares = interest_groups(cfg, i, order, s, mine, phrase_match, scores, said)
             # The stated weights share out the places until the subscriber says otherwise: what they
             # opened, liked or turned down frees a share of the places, which go by score.
             told = reader.history.positives + len(reader.history.down_papers)
             w = float(evidence_weight(np.float32(told), cfg))
             free = float(shares.sum()) * w / (1 - w) if shares is not None else 0.0
-            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity, similarity=similarity, groups=groups, shares=shares, free_share=free)
+            picked = mmr(order, scores, candidates.vectors, limit, cfg.diversity, cfg.duplicate_similarity,
+                         similarity=similarity, groups=groups, shares=shares, free_share=free, twins=twins)
             results.append([Ranked(row, float(scores[row])) for row in picked])
         if explain:
             nearest = nearest_positives(self.examples, self.example_likeness(candidates), readers, results)
@@ -114,6 +108,34 @@ class Ranker:
                 for item in ranked:
                     item.reasons = reasons(cfg, self.examples, i, item.index, reader, s, candidates, mine, likeness, nearest)
         return results
+
+    @staticmethod
+    def _allowed(readers: Sequence[Reader], candidates: Candidates, allowed) -> np.ndarray:
+        """readers x candidates: the rows each reader may be sent."""
+        eligible = np.ones((len(readers), len(candidates)), dtype=bool)
+        for i, rows in enumerate(allowed):
+            if rows is not None:
+                eligible[i] &= rows
+        return eligible
+
+    def _eligible(self, readers: Sequence[Reader], candidates: Candidates, allowed, s: Scores, found: np.ndarray, likeness: np.ndarray | None) -> np.ndarray:
+        """readers x candidates: the allowed rows that are good matches for each reader: they
+        contain one of the reader's phrases (or are close to it), are like what the reader opened,
+        were opened by readers like them, or are by an author they follow. For the whole chunk at
+        once (which reader holds which phrase is one product)."""
+        holds = np.zeros((found.shape[1], len(readers)), dtype=np.float32)  # phrases x readers
+        for i in range(len(readers)):
+            holds[s.queries.phrase_columns(i), i] = 1
+        matched = (found.astype(np.float32) @ holds).T > 0
+        if likeness is not None:
+            opened = np.array([reader.history.positives > 0 for reader in readers])
+            matched |= (likeness.T >= self.config.min_like) & opened[:, None]
+        if s.votes is not None:
+            matched |= s.votes > 0
+        for i, (rows, _) in enumerate(s.followed):
+            if rows:
+                matched[i, list(rows)] = True
+        return self._allowed(readers, candidates, allowed) & matched
 
     def _phrase_match(self, matches: Matches) -> np.ndarray:
         """Which candidates truly match which phrases: they contain it (`min_match` of its

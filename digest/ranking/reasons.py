@@ -13,9 +13,6 @@ from .papers import Candidates, Examples, ProductRows
 from .readers import Ranked, Reader
 from .scoring import Scores
 
-#: Readers whose chosen items are compared with their opened papers together.
-NEAREST_GROUP = 64
-
 
 def reasons(
     config: RankingConfig, examples: Examples | None, i: int, row: int, reader: Reader, s: Scores, candidates: Candidates, mine: np.ndarray,
@@ -60,26 +57,18 @@ def reasons(
 def nearest_positives(examples: Examples | None, likeness: ProductRows | None, readers: Sequence[Reader], results: list[list[Ranked]]) -> dict[tuple[int, int], int]:
     """{(reader, candidate row): the paper the reader opened that is most like it}, for every
     chosen item of readers with opened papers: looked up in `likeness` (the example papers'
-    cosine with the candidates, kept for the run), a group of readers at a time."""
+    cosine with the candidates, kept for the run)."""
     nearest: dict[tuple[int, int], int] = {}
     if examples is None or likeness is None:
         return nearest
     positives = [[examples.row[p] for p in r.history.positive_papers if p in examples.row] for r in readers]
-    for start in range(0, len(readers), NEAREST_GROUP):
-        group = range(start, min(start + NEAREST_GROUP, len(readers)))
-        mine = [i for i in group if positives[i] and results[i]]
-        if not mine:
-            continue
-        example_rows = np.unique(np.concatenate([positives[i] for i in mine]))
-        item_rows = np.unique(np.concatenate([[item.index for item in results[i]] for i in mine]))
-        sims = likeness.rows(example_rows)[np.ix_(example_rows, item_rows)].T
-        example_at = {row: j for j, row in enumerate(example_rows.tolist())}
-        item_at = {row: j for j, row in enumerate(item_rows.tolist())}
-        for i in mine:
-            columns = [example_at[row] for row in positives[i]]
-            rows = [item_at[item.index] for item in results[i]]
-            best = sims[np.ix_(rows, columns)].argmax(axis=1)
-            paper_of = [examples.paper_ids[positives[i][j]] for j in best]
-            for item, paper in zip(results[i], paper_of):
-                nearest[(i, item.index)] = paper
+    mine = [i for i in range(len(readers)) if positives[i] and results[i]]
+    if not mine:
+        return nearest
+    sims = likeness.rows(np.concatenate([positives[i] for i in mine]))  # example papers x candidates
+    for i in mine:
+        items = [item.index for item in results[i]]
+        best = sims[np.ix_(positives[i], items)].argmax(axis=0)
+        for item, j in zip(items, best.tolist()):
+            nearest[(i, item)] = examples.paper_ids[positives[i][j]]
     return nearest

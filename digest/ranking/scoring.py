@@ -279,16 +279,16 @@ class Scorer:
             # A paper holding an avoided phrase loses the reader's best score (times `avoid_weight`).
             content -= cfg.avoid_weight * np.minimum((held @ q.avoid.T.toarray()).T, 1.0) * best
         followed: list[tuple[set[int], dict[int, list[str]]]] = []
-        in_category: list[set[int]] = []
+        in_category: list[frozenset[int]] = []
         for i, reader in enumerate(readers):
             rows, names = candidates.by_authors(reader.interests.authors) if reader.interests.authors else (set(), {})
-            cats = candidates.by_categories(reader.interests.categories) if reader.interests.categories else set()
+            cats = candidates.by_categories(reader.interests.categories) if reader.interests.categories else frozenset()
             followed.append((rows, names))
             in_category.append(cats)
             if rows:
                 content[i, list(rows)] += cfg.author_boost * best[i, 0]
             if cats:
-                content[i, list(cats)] += cfg.category_boost * best[i, 0]
+                content[i, candidates.category_rows(reader.interests.categories)] += cfg.category_boost * best[i, 0]
         votes = None
         final = content
         if self.community is not None and cfg.readers_like_you > 0:
@@ -351,7 +351,7 @@ class Scores:
     interest: np.ndarray
     weight: np.ndarray
     followed: list[tuple[set[int], dict[int, list[str]]]]
-    in_category: list[set[int]]
+    in_category: list[frozenset[int]]
     history_parts: HistoryParts
     matches: Matches
     readers: list
