@@ -7,7 +7,7 @@ corpus (its centroid, standing for every paper they never asked for: `learn_back
 positive) are negative ones. It is fitted with scikit-learn and stored in dual form: since the
 weights of an L2-regularized linear model are a combination of its examples, w = sum_i a_i x_i + b c
 (c the centroid), what is stored is a_i per example paper and b, never a weight per word. So the
-model survives the nightly change of vocabulary: the ranking (`ranking.Ranker`) rebuilds w from
+model survives the nightly change of vocabulary: the ranking (`ranking.ranker.Ranker`) rebuilds w from
 the examples' vectors in today's text model, and blends it with the stated interests by how much
 evidence there is.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,8 +33,10 @@ from sqlmodel import col, select
 from .config import RankingConfig
 from .db import Database, chunks
 from .feedback import Evidence, gather_evidence
-from .models import Paper, SubscriberModel, utcnow
-from .ranking import History, TextModel, paper_text
+from .models import SubscriberModel, utcnow
+from .ranking.readers import History
+from .ranking.store import MODEL_VERSION, recent_corpus
+from .textmodel import TextModel, paper_text
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ NEGATIVE_WEIGHT = -1.0
 SHOWN_WEIGHT = -0.15
 #: The most recent shown-but-not-opened papers kept: older ones say little about today's taste.
 MAX_SHOWN = 200
-#: Stored models of an older kind (version 0: raw evidence, before learning) are rebuilt.
-MODEL_VERSION = 1
 #: Significant digits of a stored coefficient.
 DIGITS = 5
 
@@ -60,13 +60,6 @@ def history_from_evidence(evidence: Evidence) -> History:
     for paper in evidence.positive:
         examples[paper] = CLICK_WEIGHT
     return History(tuple(examples), tuple(examples.values()), len(evidence.positive))
-
-
-def history_from_examples(examples: list, positives: int, background: float = 0.0, version: int = 0) -> History:
-    """A stored model ([[paper id, weight], ...]) as the ranker's `History`: learned when it was
-    fitted (this version, with positives), else raw evidence."""
-    learned = version >= MODEL_VERSION and positives > 0
-    return History(tuple(int(p) for p, _ in examples), tuple(float(w) for _, w in examples), positives, float(background or 0.0), learned)
 
 
 @dataclass
@@ -179,29 +172,6 @@ def retrain(
     return report
 
 
-def recent_corpus(db: Database, since: dt.datetime, until: dt.datetime, also: Iterable[int] = (),
-                  announced: tuple[dt.datetime, dt.datetime] | None = None) -> list[Paper]:
-    """The papers first seen in [since, until]; then, with `announced` = (low, high], the older
-    papers announced in that window (a digest of a past date: an undated paper counts by when it
-    was first seen); then those of `also` that are older; each part by id: what a text model is
-    fitted on."""
-    with db.session() as session:
-        corpus = list(session.exec(
-            select(Paper).where(col(Paper.first_seen) >= since, col(Paper.first_seen) <= until).order_by(Paper.id)
-        ).all())
-        known = {p.id for p in corpus}
-        if announced is not None:
-            low, high = announced
-            dated = (col(Paper.published) > low) & (col(Paper.published) <= high)
-            undated = col(Paper.published).is_(None) & (col(Paper.first_seen) > low) & (col(Paper.first_seen) <= high)
-            older = session.exec(select(Paper).where(dated | undated, col(Paper.first_seen) < since).order_by(Paper.id)).all()
-            corpus += [p for p in older if p.id not in known]
-            known.update(p.id for p in older)
-        wanted = sorted(set(also) - known)
-        corpus += [p for part in chunks(wanted) for p in session.exec(select(Paper).where(col(Paper.id).in_(part)))]
-    return corpus
-
-
 def corpus_features(db: Database, config: RankingConfig, now: dt.datetime, papers: Iterable[int]) -> PaperFeatures:
     """A text model fitted on the last `fit_days` of papers and `papers`, and their vectors."""
     corpus = recent_corpus(db, now - dt.timedelta(days=config.fit_days), now, papers)
@@ -210,30 +180,3 @@ def corpus_features(db: Database, config: RankingConfig, now: dt.datetime, paper
     return PaperFeatures.build(model, [p.id for p in corpus], counts)
 
 
-def _stored_examples(db: Database, subscriber_ids: Iterable[int]) -> Iterator[tuple]:
-    """(subscriber id, examples, positives, background, version) of the stored models of `subscriber_ids`, row by row."""
-    table = SubscriberModel.__table__
-    ids = list(subscriber_ids)
-    with db.engine.connect() as connection:
-        for part in chunks(ids):
-            yield from connection.execute(
-                select(table.c.subscriber_id, table.c.examples, table.c.positives, table.c.background, table.c.version).where(table.c.subscriber_id.in_(part))
-            )
-
-
-def load_histories(db: Database, subscriber_ids: Iterable[int]) -> dict[int, History]:
-    return {subscriber: history_from_examples(examples, positives, background, version)
-            for subscriber, examples, positives, background, version in _stored_examples(db, subscriber_ids)}
-
-
-def history_papers(db: Database, subscriber_ids: Iterable[int]) -> set[int]:
-    """Every paper in the stored models of `subscriber_ids`, without holding their histories
-    (a daily run loads those a batch at a time)."""
-    return {int(p) for _, examples, *_ in _stored_examples(db, subscriber_ids) for p, _ in examples}
-
-
-def community_clicks(db: Database) -> dict[int, list[int]]:
-    """The papers each subscriber opened or liked, from the stored models: "readers like you"."""
-    with db.session() as session:
-        rows = session.exec(select(SubscriberModel.subscriber_id, SubscriberModel.examples).where(SubscriberModel.positives > 0)).all()
-    return {subscriber: [int(p) for p, w in examples if w > 0] for subscriber, examples in rows}

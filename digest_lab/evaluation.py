@@ -1,8 +1,8 @@
 """Offline evaluation (`digest eval`) and the click-feedback simulation (`digest simulate`).
 
 Both run the production code: profiles are validated as `profiles.Profile`, feedback becomes a
-`ranking.History` through `training` (the simulation writes real digests and click events to a
-SQLite database and calls `training.retrain`), and papers are ranked by `ranking.Ranker`. Nothing
+`ranking.readers.History` through `training` (the simulation writes real digests and click events to a
+SQLite database and calls `training.retrain`), and papers are ranked by `ranking.ranker.Ranker`. Nothing
 here is a separate research model. The baselines are what the ranker must beat: random,
 popularity, TF-IDF cosine to the interests, and arxiv-sanity-lite's per-user SVM.
 
@@ -33,8 +33,13 @@ from digest.db import Database
 from digest.feedback import Evidence
 from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, FeedbackKind, Paper, Subscriber
 from digest.profiles import Profile
-from digest.ranking import Candidates, Community, Examples, History, Interests, Pool, Ranker, Reader, TextModel, paper_text
-from digest.training import PaperFeatures, learn, load_histories, retrain
+from digest.ranking.community import Community
+from digest.ranking.papers import Candidates, Examples, Pool
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import History, Interests, Reader
+from digest.ranking.store import load_histories
+from digest.textmodel import TextModel, paper_text
+from digest.training import PaperFeatures, learn, retrain
 
 log = logging.getLogger(__name__)
 

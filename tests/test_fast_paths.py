@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digest import ranking
 from digest.config import RankingConfig, load_config
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
@@ -24,9 +23,14 @@ from digest.mail.compose import compose
 from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
-from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, paper_text
+from digest.ranking import papers as ranking_papers
+from digest.ranking.community import Community
+from digest.ranking.papers import Candidates, Examples
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import History, Interests, Reader
 from digest.send import pool as send_pool
 from digest.send import run as send_run
+from digest.textmodel import TextModel, paper_text
 
 from .conftest import ROOT, SMTPSink, Workdir
 
@@ -71,8 +75,7 @@ def test_batched_ranking_is_the_ranking_of_each_reader_alone(monkeypatch: pytest
     assert candidates.similarity() is not None  # the fast path held every likeness in one matrix
 
     # The straightforward way: one reader at a time, likeness computed for each reader's top alone.
-    monkeypatch.setattr(ranking, "DENSE_SIMILARITY_LIMIT", 0)
-    monkeypatch.setattr(ranking, "NEAREST_GROUP", 1)
+    monkeypatch.setattr(ranking_papers, "DENSE_SIMILARITY_LIMIT", 0)
     plain_candidates = Candidates.build(model, candidates.ids, counts, candidates.authors, candidates.categories)
     slow = Ranker(model, RankingConfig(), examples, community, chunk=1).rank(readers, plain_candidates, allowed)
     assert plain_candidates.similarity() is None

@@ -17,8 +17,12 @@ from digest.config import RankingConfig
 from digest.db import Database
 from digest.feedback import Evidence
 from digest.models import Digest, DigestItem, DigestStatus, FeedbackEvent, Paper, Subscriber, SubscriberModel
-from digest.ranking import Candidates, Examples, Interests, Ranker, Reader, TextModel, paper_text
-from digest.training import MODEL_VERSION, PaperFeatures, learn, load_histories, retrain
+from digest.ranking.papers import Candidates, Examples
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import Interests, Reader
+from digest.ranking.store import MODEL_VERSION, load_histories
+from digest.textmodel import TextModel, paper_text
+from digest.training import PaperFeatures, learn, retrain
 
 # Invented papers on three topics; the last of each topic is today's candidate.
 TOPICS = {

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from digest.config import RankingConfig
-from digest.ranking import Candidates, Interests, Ranker, Reader, TextModel, paper_text
+from digest.ranking.papers import Candidates
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import Interests, Reader
+from digest.textmodel import TextModel, paper_text
 
 # (title, abstract): every paper is invented for these tests.
 PAPERS = {

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from digest.config import RankingConfig
-from digest.ranking import Candidates, Community, Examples, History, Interests, Ranker, Reader, TextModel, mmr, paper_text, top_k
+from digest.ranking.community import Community
+from digest.ranking.diversity import mmr, top_k
+from digest.ranking.papers import Candidates, Examples
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import History, Interests, Reader
+from digest.textmodel import TextModel, paper_text
 
 # Short invented papers over three topics; ids 100+ are older papers readers opened.
 PAPERS = [

@@ -15,7 +15,10 @@ from sqlmodel import select
 
 from digest.config import RankingConfig
 from digest.models import PaperEmbedding, PhraseEmbedding
-from digest.ranking import Candidates, Interests, Ranker, Reader, TextModel, paper_text
+from digest.ranking.papers import Candidates
+from digest.ranking.ranker import Ranker
+from digest.ranking.readers import Interests, Reader
+from digest.textmodel import TextModel, paper_text
 
 from .conftest import ROOT, Workdir
 

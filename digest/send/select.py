@@ -21,9 +21,13 @@ from ..config import AppConfig
 from ..db import Database
 from ..embeddings import Embedder, embed_missing, load_vectors, phrase_vectors
 from ..models import Digest, DigestItem, DigestStatus, Paper, Subscriber
-from ..ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
+from ..ranking.community import Community
+from ..ranking.papers import Candidates, Examples, Pool
+from ..ranking.ranker import Ranker
+from ..ranking.readers import History, Interests, Ranked, Reader
+from ..ranking.store import community_clicks, history_papers, load_histories, recent_corpus
 from ..schedule import local_date, local_instant
-from ..training import community_clicks, history_papers, load_histories, recent_corpus
+from ..textmodel import TextModel, paper_text
 
 log = logging.getLogger(__name__)
 

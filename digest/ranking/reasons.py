@@ -1,0 +1,74 @@
+"""Why each chosen item was chosen, naming only what it truly matched: the interest phrases it
+contains (or is close to in meaning), the opened paper it is most like, readers like you, a
+followed author or category."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..config import RankingConfig
+from .papers import Candidates, Examples, ProductRows
+from .readers import Ranked, Reader
+from .scoring import Scores
+
+
+def reasons(
+    config: RankingConfig, examples: Examples | None, i: int, row: int, reader: Reader, s: Scores, candidates: Candidates, mine: np.ndarray,
+    likeness: np.ndarray | None, nearest: dict[tuple[int, int], int],
+) -> list[str]:
+    """What to say of candidate `row` chosen for reader `i` (`likeness`: candidates x readers,
+    cosine with the centroid of what each opened; `nearest`: from `nearest_positives`)."""
+    cfg = config
+    reasons = []
+    if mine.size:
+        covered = s.matches.coverage[row, mine]
+        hits = [(covered[j], s.queries.phrases[c]) for j, c in enumerate(mine) if covered[j] >= cfg.min_match]
+        hits.sort(key=lambda h: -h[0])
+        if hits:
+            reasons.append("matches " + ", ".join(p for _, p in hits[:3]))
+        if s.matches.related is not None and cfg.min_related < 1:
+            lexical = {p for _, p in hits}
+            close = [(s.matches.related[row, c], s.queries.phrases[c]) for c in mine
+                     if s.matches.related[row, c] >= cfg.min_related and s.queries.phrases[c] not in lexical]
+            close.sort(key=lambda h: -h[0])
+            if close:
+                reasons.append("close to " + ", ".join(f"“{p}”" for _, p in close[:2]))
+    # Said whenever the paper is like one the reader opened (`min_like`): true, and it is what
+    # the learned model, whatever its share of the score, reads.
+    if reader.history.positives and examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
+        paper = nearest.get((i, row))
+        if paper is not None:
+            title = examples.titles[paper]
+            title = title if len(title) <= 70 else title[:69].rsplit(" ", 1)[0] + "…"
+            reasons.append(f"like “{title}” you opened")
+    if s.votes is not None and s.votes[i, row] > 0:
+        reasons.append("opened by readers like you")
+    names = s.followed[i][1].get(row)
+    if names:
+        reasons.append("by " + ", ".join(names[:2]) + " (followed)")
+    if row in s.in_category[i]:
+        cats = [c for c in candidates.categories[row] if c in set(reader.interests.categories)]
+        reasons.append("in " + ", ".join(cats[:2]))
+    return reasons
+
+
+def nearest_positives(examples: Examples | None, likeness: ProductRows | None, readers: Sequence[Reader], results: list[list[Ranked]]) -> dict[tuple[int, int], int]:
+    """{(reader, candidate row): the paper the reader opened that is most like it}, for every
+    chosen item of readers with opened papers: looked up in `likeness` (the example papers'
+    cosine with the candidates, kept for the run)."""
+    nearest: dict[tuple[int, int], int] = {}
+    if examples is None or likeness is None:
+        return nearest
+    positives = [[examples.row[p] for p in r.history.positive_papers if p in examples.row] for r in readers]
+    mine = [i for i in range(len(readers)) if positives[i] and results[i]]
+    if not mine:
+        return nearest
+    sims = likeness.rows(np.concatenate([positives[i] for i in mine]))  # example papers x candidates
+    for i in mine:
+        items = [item.index for item in results[i]]
+        best = sims[np.ix_(positives[i], items)].argmax(axis=0)
+        for item, j in zip(items, best.tolist()):
+            nearest[(i, item)] = examples.paper_ids[positives[i][j]]
+    return nearest
