@@ -34,7 +34,7 @@ from .coordination import SendLeases
 from .db import Database, chunks
 from .embeddings import Embedder, embed_missing, from_settings, load_vectors, phrase_vectors
 from .links import LinkMaker, LinkSigner, paper_link, safe_url
-from .mail.compose import DkimKey, Outgoing, compose, message_id
+from .mail.compose import Composer, DkimKey, Outgoing, message_id
 from .mail.render import DigestView, RenderedDigest, Renderer
 from .mail.transports import Delivered, DeliveryError, Transport
 from .mail.view import digest_view, item_view, load_items, paper_fields
@@ -353,6 +353,8 @@ class DigestSender:
         self.clock = clock
         self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=db.installation().id))
         self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
+        #: What messages are made with: made again for each run (`_worker_processes`).
+        self.composer = Composer(settings.sender, dkim_key=self.dkim)
         #: Why delivery stopped in this run: a fault of the server or the outbox (see `_failed`).
         self._halted: str | None = None
         #: This process's leases on the subscribers it works on (`coordination`).
@@ -422,7 +424,7 @@ class DigestSender:
                      on_progress: Callable[[Outcome], None] | None, should_stop: Callable[[], bool], parallel: bool, workers: int) -> None:
         leasing = not options.dry_run
         with (self.transport, (ThreadPoolExecutor(self.transport.connections, "smtp") if parallel else contextlib.nullcontext()) as pool,
-              self._worker_processes(workers, selector), self.leases.heartbeat() if leasing else contextlib.nullcontext()):
+              self._worker_processes(workers, selector, options.dry_run), self.leases.heartbeat() if leasing else contextlib.nullcontext()):
             # Batch after batch: while the worker processes (if any) make the messages of one
             # batch, this process ranks and claims the next, then delivers the one before.
             size = self.settings.send_batch
@@ -550,12 +552,15 @@ class DigestSender:
         report.others[status] = report.others.get(status, 0) + 1
 
     @contextlib.contextmanager
-    def _worker_processes(self, workers: int, selector: Selector) -> Iterator[None]:
+    def _worker_processes(self, workers: int, selector: Selector, dry_run: bool = False) -> Iterator[None]:
         """Processes that render and compose messages while this one ranks, stores and delivers.
 
         They are forked once the candidates are loaded, so they know every paper without being
-        sent any; a task is a digest's ids, its subscriber's name and the rows of its papers."""
+        sent any; a task is a digest's ids, its subscriber's name and the rows of its papers.
+        The run's composer (8bit where the open transport carries it) is made first, so that
+        the workers share it."""
         global _WORKER_STATE
+        self.composer = Composer(self.settings.sender, dkim_key=self.dkim, eight_bit=not dry_run and self.transport.eight_bit_mime())
         if workers < 2:
             yield
             return
@@ -921,16 +926,9 @@ class DigestSender:
         return self._workers.imap(_message_in_worker, tasks, chunksize=8)
 
     def message(self, digest: Digest | ClaimedDigest, subscriber: Subscriber, items: Sequence, papers: Sequence[Paper], now: dt.datetime) -> Outgoing:
-        return compose(
-            rendered=self.render(digest, subscriber, items, papers),
-            sender=self.settings.sender,
-            to_email=subscriber.email,
-            to_name=subscriber.name,
-            msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
-            unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
-            date=now,
-            dkim_key=self.dkim,
-        )
+        view = self.view(digest, subscriber, items, papers)
+        return self.composer.compose(self.renderer.render(view), to_email=subscriber.email, to_name=subscriber.name,
+                                     msg_id=message_id(digest.id, digest.local_date, self.settings.sender), unsubscribe_url=view.unsubscribe_url, date=now)
 
 
 def _left(plans: Sequence[Plan], report: SendReport) -> int:

@@ -20,7 +20,7 @@ from digest import ranking, send
 from digest.config import RankingConfig, load_config
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
-from digest.mail.compose import compose
+from digest.mail.compose import Composer, compose
 from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
@@ -179,11 +179,12 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
     makers = workdir.path / "makers"
     makers.mkdir()
 
-    def compose_and_tell(**kwargs):  # which process made each message (a worker writes a file too)
+    def compose_and_tell(self, rendered, **kwargs):  # which process made each message (a worker writes a file too)
         (makers / f"{os.getpid()}-{kwargs['to_email']}").touch()
-        return compose(**kwargs)
+        return real_compose(self, rendered, **kwargs)
 
-    monkeypatch.setattr(send, "compose", compose_and_tell)
+    real_compose = Composer.compose
+    monkeypatch.setattr(Composer, "compose", compose_and_tell)
 
     def run(url: str, outbox: Path, workers: int) -> dict[str, bytes]:
         settings = workdir.settings(DIGEST_DATABASE_URL=url, DIGEST_OUTBOX=str(outbox))
