@@ -37,7 +37,7 @@ from .links import LinkMaker, LinkSigner, paper_link, safe_url
 from .mail.compose import Composer, DkimKey, Outgoing, message_id
 from .mail.render import DigestView, RenderedDigest, Renderer
 from .mail.transports import Delivered, DeliveryError, Transport
-from .mail.view import digest_view, item_view, load_items, paper_fields
+from .mail.view import PaperViews, digest_view, item_view, load_items
 from .models import Digest, DigestItem, DigestStatus, Paper, Subscriber, utcnow
 from .ranking import Candidates, Community, Examples, History, Interests, Pool, Ranked, Ranker, Reader, TextModel, paper_text
 from .schedule import is_due, local_date, local_instant
@@ -354,7 +354,7 @@ class DigestSender:
         self.links = LinkMaker(settings.base_url, LinkSigner(settings.require_secret_key(), settings.old_secret_keys, installation=db.installation().id))
         self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
         #: What messages are made with: made again for each run (`_worker_processes`).
-        self.composer = Composer(settings.sender, dkim_key=self.dkim)
+        self.composer, self.shown = Composer(settings.sender, dkim_key=self.dkim), PaperViews()
         #: Why delivery stopped in this run: a fault of the server or the outbox (see `_failed`).
         self._halted: str | None = None
         #: This process's leases on the subscribers it works on (`coordination`).
@@ -557,10 +557,11 @@ class DigestSender:
 
         They are forked once the candidates are loaded, so they know every paper without being
         sent any; a task is a digest's ids, its subscriber's name and the rows of its papers.
-        The run's composer (8bit where the open transport carries it) is made first, so that
-        the workers share it."""
+        The run's composer (8bit where the open transport carries it) and `PaperViews` are made
+        first, so that the workers share them."""
         global _WORKER_STATE
         self.composer = Composer(self.settings.sender, dkim_key=self.dkim, eight_bit=not dry_run and self.transport.eight_bit_mime())
+        self.shown = PaperViews()
         if workers < 2:
             yield
             return
@@ -908,7 +909,7 @@ class DigestSender:
         digest.status = status.value
 
     def view(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> DigestView:
-        return digest_view(self.links, digest, subscriber, items, papers)
+        return digest_view(self.links, digest, subscriber, items, papers, self.shown)
 
     def render(self, digest: Digest, subscriber: Subscriber, items: Sequence[DigestItem], papers: Sequence[Paper]) -> RenderedDigest:
         return self.renderer.render(self.view(digest, subscriber, items, papers))
@@ -1014,7 +1015,7 @@ def _warm_worker() -> None:
     """A new worker works out what every candidate paper shows (its TL;DR above all, some 0.4 ms a
     paper) while the parent ranks the first batch, instead of on its first messages."""
     for paper in _WORKER_STATE[1]:
-        paper_fields(paper)
+        _WORKER_STATE[0].shown.fields(paper)
 
 
 def _message_in_worker(task: tuple) -> Outgoing | Unmade:
