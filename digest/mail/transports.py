@@ -293,10 +293,9 @@ class SMTPTransport(Transport):
 
     def eight_bit_mime(self) -> bool:
         """Whether the server offers 8BITMIME (RFC 6152), asked on a connection that then serves
-        the first thread to send. A server that cannot be reached now gets quoted-printable
-        (its fault is met again, and counted, by the first message), and one that refuses
-        for good (a wrong password) opens the circuit breaker at once, as a message would:
-        never a second login for a probe."""
+        the first thread to send. A server that cannot be reached now gets quoted-printable,
+        and the fault counts towards the circuit breaker as any try does: one that refuses for
+        good (a wrong password) opens it at once, so no message logs in again."""
         try:
             self.breaker.check()
             connection = self._connect()
@@ -306,9 +305,8 @@ class SMTPTransport(Transport):
             fault = _classify(exc, "connect")
             if fault is None:
                 raise
-            if fault.permanent:
-                self.breaker.failed(fault.problem, hopeless=True)
-            log.debug("could not ask the SMTP server for 8BITMIME: %s", fault.problem)
+            self.breaker.failed(fault.problem, hopeless=fault.permanent)
+            log.info("could not ask the SMTP server for 8BITMIME (messages go quoted-printable): %s", fault.problem)
             return False
         with self._lock:
             self._open.add(connection)
