@@ -19,7 +19,7 @@ import pytest
 from digest.config import RankingConfig, load_config
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
-from digest.mail.compose import compose
+from digest.mail.compose import Composer, compose
 from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
 from digest.profiles import sync_profiles
@@ -28,7 +28,6 @@ from digest.ranking.community import Community
 from digest.ranking.papers import Candidates, Examples
 from digest.ranking.ranker import Ranker
 from digest.ranking.readers import History, Interests, Reader
-from digest.send import pool as send_pool
 from digest.send import run as send_run
 from digest.textmodel import TextModel, paper_text
 
@@ -184,11 +183,12 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
     makers = workdir.path / "makers"
     makers.mkdir()
 
-    def compose_and_tell(**kwargs):  # which process made each message (a worker writes a file too)
+    def compose_and_tell(self, rendered, **kwargs):  # which process made each message (a worker writes a file too)
         (makers / f"{os.getpid()}-{kwargs['to_email']}").touch()
-        return compose(**kwargs)
+        return real_compose(self, rendered, **kwargs)
 
-    monkeypatch.setattr(send_pool, "compose", compose_and_tell)
+    real_compose = Composer.compose
+    monkeypatch.setattr(Composer, "compose", compose_and_tell)
 
     def run(url: str, outbox: Path, workers: int) -> dict[str, bytes]:
         settings = workdir.settings(DIGEST_DATABASE_URL=url, DIGEST_OUTBOX=str(outbox))

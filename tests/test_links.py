@@ -108,3 +108,20 @@ def test_urls_are_under_the_base_url() -> None:
     assert links.more(5, ADA).endswith("?v=up") and links.less(5, ADA).endswith("?v=down")
     assert links.unsubscribe(9, ADA).startswith(f"https://digest.example.org/u/u9.{ADA}.")
     assert links.view(9, ADA).startswith(f"https://digest.example.org/v/v9.{ADA}.")
+
+
+def test_tokens_are_itsdangerous_signatures_with_the_newest_key() -> None:
+    """The signing fast path (a keyed HMAC copied per token) makes exactly the tokens of
+    itsdangerous's Signer, which checks them."""
+    import hashlib
+
+    from itsdangerous import Signer
+
+    reference = Signer(NEW_KEY, salt=f"digest.links/{HERE}", key_derivation="hmac", digest_method=hashlib.sha256)
+    rotated = signer(NEW_KEY, old_keys=(OLD_KEY,))
+    for action, object_id, owner in [("c", 0, ADA), ("f", 35, ADA), ("u", 36, "f" * 32), ("p", 2**31 - 1, "89abcdef")]:
+        token = rotated.token(action, object_id, owner)
+        assert token == reference.sign(token.rsplit(".", 1)[0]).decode()
+        assert rotated.parse(token, action) == LinkRef(action, object_id, owner)
+    maker = LinkMaker("https://digest.example.org/", rotated)
+    assert maker.more_and_less(7, ADA) == (maker.more(7, ADA), maker.less(7, ADA))

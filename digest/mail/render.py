@@ -35,7 +35,7 @@ class ItemView:
     """One paper as the templates show it.
 
     `byline` (authors · announcement date · source), `arxiv_id`, `categories` and `tldr` are the
-    paper's own and the same in every digest it is in (`send._paper_fields` makes them once per
+    paper's own and the same in every digest it is in (`view.PaperViews` makes them once per
     paper); the URLs are the item's tracked links."""
 
     rank: int

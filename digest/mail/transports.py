@@ -119,6 +119,11 @@ class Transport:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
+    def eight_bit_mime(self) -> bool:
+        """Whether messages may carry 8bit bodies (see `compose`); asked once a run, after the
+        transport is opened. No by default: quoted-printable goes anywhere."""
+        return False
+
     def send(self, message: Outgoing, key: str) -> Delivered:
         """Deliver `message`, or raise `DeliveryError`."""
         raise NotImplementedError
@@ -158,6 +163,11 @@ class OutboxTransport(Transport):
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.eml"
+
+    def eight_bit_mime(self) -> bool:
+        """Yes: a file carries any octet, and what hands an `.eml` file on (sendmail, a Postfix
+        or Exim pickup) takes 8bit MIME and converts it where a next hop lacks 8BITMIME."""
+        return True
 
     def send(self, message: Outgoing, key: str) -> Delivered:
         target = self.path(key)
@@ -239,6 +249,8 @@ class SMTPTransport(Transport):
         self.connections = settings.smtp_connections
         self._local = threading.local()
         self._open: set[smtplib.SMTP] = set()
+        #: The connection `eight_bit_mime` opened, for the first thread that needs one.
+        self._spare: smtplib.SMTP | None = None
         self._lock = threading.Lock()
         self.breaker = CircuitBreaker()
 
@@ -259,6 +271,11 @@ class SMTPTransport(Transport):
                 self._open.add(connection)
         self._local.connection = connection
 
+    def _spare_connection(self) -> smtplib.SMTP | None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        return spare
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         context = ssl.create_default_context()
@@ -274,6 +291,28 @@ class SMTPTransport(Transport):
             connection.login(s.smtp_username, s.smtp_password or "")
         return connection
 
+    def eight_bit_mime(self) -> bool:
+        """Whether the server offers 8BITMIME (RFC 6152), asked on a connection that then serves
+        the first thread to send. A server that cannot be reached now gets quoted-printable,
+        and the fault counts towards the circuit breaker as any try does: one that refuses for
+        good (a wrong password) opens it at once, so no message logs in again."""
+        try:
+            self.breaker.check()
+            connection = self._connect()
+        except DeliveryError:
+            return False
+        except Exception as exc:
+            fault = _classify(exc, "connect")
+            if fault is None:
+                raise
+            self.breaker.failed(fault.problem, hopeless=fault.permanent)
+            log.info("could not ask the SMTP server for 8BITMIME (messages go quoted-printable): %s", fault.problem)
+            return False
+        with self._lock:
+            self._open.add(connection)
+            self._spare = connection
+        return bool(connection.has_extn("8bitmime"))
+
     def send(self, message: Outgoing, key: str) -> Delivered:
         recipient = message.recipient
         sender = envelope_sender(self.settings.sender)
@@ -283,9 +322,15 @@ class SMTPTransport(Transport):
             stage = "connect"
             try:
                 if self._connection is None:
-                    self._connection = self._connect()
+                    self._connection = self._spare_connection() or self._connect()
                 stage = "send"
-                refused = self._connection.sendmail(sender, [recipient], message.data)
+                options = ()
+                if message.eight_bit:
+                    if not self._connection.has_extn("8bitmime"):  # not what the server said when the run began
+                        self.breaker.failed("the SMTP server no longer offers 8BITMIME, which this run's messages need", hopeless=True)
+                        raise DeliveryError(self.breaker.reason, server=True, tried=False)  # the next run composes for it
+                    options = ("BODY=8BITMIME",)
+                refused = self._connection.sendmail(sender, [recipient], message.data, mail_options=options)
                 if refused:  # not for a single recipient (smtplib raises), but be sure
                     code, reply = next(iter(refused.values()))
                     raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
@@ -324,7 +369,7 @@ class SMTPTransport(Transport):
     def close(self) -> None:
         """Say goodbye on every connection, whichever thread opened it."""
         with self._lock:
-            connections, self._open = list(self._open), set()
+            connections, self._open, self._spare = list(self._open), set(), None
         for connection in connections:
             try:
                 connection.quit()

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from ..db import Database
 from ..links import LinkMaker
-from ..mail.compose import DkimKey, Outgoing, compose, message_id
+from ..mail.compose import Composer, DkimKey, Outgoing, message_id
 from ..mail.render import DigestView, RenderedDigest, Renderer
-from ..mail.view import digest_view, paper_fields
+from ..mail.view import PaperViews, digest_view
 from ..models import Digest, DigestItem, Paper, Subscriber
 from ..settings import Settings
 
@@ -109,32 +109,36 @@ def made(make: Callable[..., Outgoing], *args: object) -> Outgoing | Unmade:
 
 
 class Messages:
-    """Makes a digest's message: its view (tracked links), rendered, composed (and signed)."""
+    """Makes a digest's message: its view (tracked links), rendered, composed (and signed).
+
+    What does not change within a run is prepared once (`prepare`): the composer's fixed headers
+    and transfer encoding, and what each paper shows (`PaperViews`), the same for every
+    subscriber of the day."""
 
     def __init__(self, settings: Settings, renderer: Renderer, links: LinkMaker) -> None:
         self.settings = settings
         self.renderer = renderer
         self.links = links
         self.dkim = DkimKey.load(settings.dkim_key, settings.dkim_selector, settings.dkim_domain) if settings.dkim_key else None
+        self.prepare(eight_bit=False)
+
+    def prepare(self, eight_bit: bool) -> None:
+        """A new run: 8bit bodies where its open transport carries them (else quoted-printable),
+        and the papers' views worked out afresh. Called before worker processes fork, so that
+        they share it."""
+        self.composer = Composer(self.settings.sender, dkim_key=self.dkim, eight_bit=eight_bit)
+        self.shown = PaperViews()
 
     def view(self, letter: Letter, papers: Sequence[Paper]) -> DigestView:
-        return digest_view(self.links, letter, letter.to, letter.items, papers)
+        return digest_view(self.links, letter, letter.to, letter.items, papers, self.shown)
 
     def render(self, letter: Letter, papers: Sequence[Paper]) -> RenderedDigest:
         return self.renderer.render(self.view(letter, papers))
 
     def message(self, letter: Letter, papers: Sequence[Paper], now: dt.datetime) -> Outgoing:
-        subscriber, digest = letter.to, letter
-        return compose(
-            rendered=self.render(digest, papers),
-            sender=self.settings.sender,
-            to_email=subscriber.email,
-            to_name=subscriber.name,
-            msg_id=message_id(digest.id, digest.local_date, self.settings.sender),
-            unsubscribe_url=self.links.unsubscribe(digest.id, subscriber.link_id),
-            date=now,
-            dkim_key=self.dkim,
-        )
+        view = self.view(letter, papers)
+        return self.composer.compose(self.renderer.render(view), to_email=letter.to.email, to_name=letter.to.name,
+                                     msg_id=message_id(letter.id, letter.local_date, self.settings.sender), unsubscribe_url=view.unsubscribe_url, date=now)
 
 
 class WorkerDied(RuntimeError):
@@ -181,7 +185,7 @@ class WorkerPool:
         0.4 ms a paper) while the parent ranks the first batch, then makes messages until told."""
         for paper in self.papers:
             with contextlib.suppress(Exception):  # a paper that cannot be shown fails its messages, not the worker
-                paper_fields(paper)
+                self.messages.shown.fields(paper)
         for number, letters, now in iter(self._tasks.get, None):
             self._results.put((number, [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]))
 

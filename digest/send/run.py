@@ -164,6 +164,7 @@ class Run:
         processes (many digests to make), entered on the returned stack."""
         sender, state = self.sender, self.state
         stack = contextlib.ExitStack()
+        sender.messages.prepare(eight_bit=not state.options.dry_run and sender.transport.eight_bit_mime())  # the transport is open
         if not sender.transport.verifiable and sender.transport.connections > 1:
             state.threads = stack.enter_context(ThreadPoolExecutor(sender.transport.connections, "smtp"))
         fresh = sum(1 for p in plans if p.existing is None)
