@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 
 from sqlmodel import select
 
+from digest.db import Database
 from digest.models import DigestStatus, IngestRun, SendLease, utcnow
 
 from .conftest import FaultySink, Workdir, both_databases
@@ -44,15 +46,27 @@ def sent_by_this_process(output: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def holds_a_lease(db: Database, pid: int) -> bool:
+    """Whether the `digest send` of process `pid` (on this machine) has taken a batch, now or before."""
+    with db.session() as session:
+        return session.exec(select(SendLease).where(SendLease.holder == f"{socket.gethostname()}:{pid}")).first() is not None
+
+
 @both_databases
 def test_two_senders_split_the_day_and_each_says_what_the_other_did(workdir: Workdir, faulty: FaultySink) -> None:
     emails = people(workdir, 40)
     workdir.prepare()
-    faulty.delay = 0.12  # one process alone would take about 5 s: the second one joins in
+    # The first process crawls until the second has taken a batch (its start-up alone takes
+    # seconds on a loaded machine), then both go at the usual pace.
+    faulty.delay = 1.0
     env = {**smtp(faulty), "SMTP_CONNECTIONS": "1", "DIGEST_SEND_BATCH": "4", "DIGEST_WORKERS": "1"}
     first = start_send(workdir, **env)
     wait_for(lambda: sum(faulty.count().values()) >= 2)
     second = start_send(workdir, **env)
+    db = workdir.db()
+    wait_for(lambda: holds_a_lease(db, second.pid) or second.poll() is not None, seconds=150)
+    db.dispose()
+    faulty.delay = 0.12
     outputs = [process.communicate(timeout=180) for process in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
 

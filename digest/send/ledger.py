@@ -25,6 +25,7 @@ import os
 import socket
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 S = DigestStatus
 #: From each state (None: no digest yet), the states a digest may move to. Nothing else is written.
-TRANSITIONS: Mapping[DigestStatus | None, frozenset[DigestStatus]] = {
+TRANSITIONS: Mapping[DigestStatus | None, frozenset[DigestStatus]] = MappingProxyType({
     None: frozenset({S.PENDING, S.EMPTY}),  # claimed with its items, or recorded as empty
     S.PENDING: frozenset({S.SENDING, S.FAILED}),  # handed to a transport; or its message could not be made
     S.DEFERRED: frozenset({S.SENDING, S.FAILED}),  # tried again by the next run
@@ -50,7 +51,7 @@ TRANSITIONS: Mapping[DigestStatus | None, frozenset[DigestStatus]] = {
     S.SENDING: frozenset({S.SENT, S.FAILED, S.DEFERRED, S.UNKNOWN, S.PENDING}),  # delivered, refused, in doubt, or given back
     S.SENT: frozenset(),
     S.EMPTY: frozenset(),
-}
+})
 del S
 
 #: A digest left `sending` longer than this by a run on another machine counts as interrupted.
