@@ -293,9 +293,10 @@ class SMTPTransport(Transport):
 
     def eight_bit_mime(self) -> bool:
         """Whether the server offers 8BITMIME (RFC 6152), asked on a connection that then serves
-        the first thread to send. A server that cannot be reached now gets quoted-printable,
-        and the fault counts towards the circuit breaker as any try does: one that refuses for
-        good (a wrong password) opens it at once, so no message logs in again."""
+        the first thread to send. A server that cannot be reached now gets quoted-printable; a
+        fault that trying again cannot mend (a wrong password) opens the circuit breaker at
+        once, so no message logs in again, and any other is left for the messages to meet and
+        count (the retries a message is promised stay its own)."""
         try:
             self.breaker.check()
             connection = self._connect()
@@ -305,7 +306,8 @@ class SMTPTransport(Transport):
             fault = _classify(exc, "connect")
             if fault is None:
                 raise
-            self.breaker.failed(fault.problem, hopeless=fault.permanent)
+            if fault.permanent:
+                self.breaker.failed(fault.problem, hopeless=True)
             log.info("could not ask the SMTP server for 8BITMIME (messages go quoted-printable): %s", fault.problem)
             return False
         with self._lock:
