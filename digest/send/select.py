@@ -3,7 +3,7 @@
 A plan says which local date a subscriber's digest is for, whether it exists already, and its
 candidate window (since the end of the last digest's). The selector loads the candidates of all
 plans once (one text model fitted per run, every candidate vectorized once) and ranks them for a
-batch of subscribers at a time, through the ranker (`digest/ranking.py`).
+batch of subscribers at a time, through the ranker (`digest/ranking/`).
 """
 
 from __future__ import annotations

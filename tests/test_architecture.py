@@ -1,0 +1,23 @@
+"""The architecture's size rules, checked by machine (issue 14): a module of `digest/` over 500
+lines or a class over 250 is a sign that two concepts share a room. The layer rules are
+import-linter's contracts in pyproject.toml, run by `make test`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "digest"
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations/versions" not in p.as_posix())
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE.parent).as_posix())
+def test_no_module_over_500_lines_and_no_class_over_250(path: Path) -> None:
+    source = path.read_text()
+    assert source.count("\n") <= 500, f"{path.name}: {source.count(chr(10))} lines"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= 250, f"{path.name}: class {node.name} has {size} lines"
