@@ -276,7 +276,7 @@ def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_res
     error instead of waiting for it for ever; the next run sends every digest, none twice."""
     from digest.config import load_config
     from digest.ingest import ingest_source
-    from digest.mail.compose import compose
+    from digest.mail.compose import Composer
     from digest.mail.render import Renderer
     from digest.mail.transports import OutboxTransport
     from digest.profiles import sync_profiles
@@ -289,13 +289,15 @@ def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_res
     sync_profiles(db, workdir.path / "config" / "subscribers")
     parent = os.getpid()
 
-    def compose_or_die(**kwargs):
+    real_compose = Composer.compose
+
+    def compose_or_die(self, rendered, **kwargs):
         if os.getpid() != parent and kwargs["to_email"] == emails[3]:
             os._exit(9)  # as the kernel's OOM killer would end it: no exception, no goodbye
-        return compose(**kwargs)
+        return real_compose(self, rendered, **kwargs)
 
     monkeypatch.setattr(run, "WORKERS_FROM", 1)
-    monkeypatch.setattr(pool, "compose", compose_or_die)
+    monkeypatch.setattr(Composer, "compose", compose_or_die)
     settings = workdir.settings()
     outbox = OutboxTransport(settings.outbox)
 
