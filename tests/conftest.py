@@ -168,7 +168,7 @@ class SMTPSink:
         return result
 
 
-class _CountingHandler:
+class CountingHandler:
     """Counts connections (one EHLO each) on a sink that has `lock` and `connections`."""
 
     def __init__(self, sink) -> None:
@@ -181,7 +181,7 @@ class _CountingHandler:
         return responses
 
 
-class _Handler(_CountingHandler):
+class _Handler(CountingHandler):
     async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
         with self.sink.lock:
@@ -296,7 +296,7 @@ class FaultySink:
             return Counter(self.accepted)
 
 
-class _FaultyHandler(_CountingHandler):
+class _FaultyHandler(CountingHandler):
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.sink.lock:
             if address in self.sink.permanent:

@@ -18,7 +18,7 @@ from digest.mail.compose import MAX_LINE, Composer, compose
 from digest.mail.render import RenderedDigest
 from digest.mail.transports import DeliveryError, OutboxTransport, SMTPTransport
 
-from .conftest import Workdir, free_port
+from .conftest import CountingHandler, Workdir, free_port
 
 WHEN = dt.datetime(2026, 11, 24, 7, tzinfo=dt.timezone.utc)
 HTML = '<p class="x" style="color:#123">Schrödinger “bridges” · é 😀 &amp; a = b</p>\n<p>From here\n. a dot\n</p>\n'
@@ -126,14 +126,9 @@ class Sink:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _Handler:
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-
+class _Handler(CountingHandler):
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
-        with self.sink.lock:
-            self.sink.connections += 1
-        session.host_name = hostname
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
         return [r for r in responses if self.sink.offer_8bitmime or "8BITMIME" not in r.upper()]
 
     async def handle_DATA(self, server, session, envelope):
