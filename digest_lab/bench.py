@@ -297,13 +297,18 @@ def bench_retrain(world: World) -> Stage:
 # --- the stages of a daily run, one by one ----------------------------------------------------------
 
 
-def _settings(world: World, workdir: Path, **extra: str) -> Settings:
-    env = {
-        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(workdir / "outbox"), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_BASE_URL": "https://digest.example.org",
-        "DIGEST_FROM": "Paper Digest <digest@example.org>", **extra,
+def _digest_env(url: str, workdir: Path, outbox: Path) -> dict[str, str]:
+    """The benchmark's settings of `digest`, as environment variables: its database, an outbox,
+    its own key, no configuration file, the packaged templates."""
+    return {
+        "DIGEST_DATABASE_URL": url, "DIGEST_OUTBOX": str(outbox), "DIGEST_SECRET_KEY": BENCH_KEY,
+        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_TRANSPORT": "outbox",
+        "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
     }
-    return Settings.from_env(env, dotenv_path=None)
+
+
+def _settings(world: World, workdir: Path, **extra: str) -> Settings:
+    return Settings.from_env(_digest_env(world.url, workdir, workdir / "outbox") | extra, dotenv_path=None)
 
 
 def bench_stages(world: World, workdir: Path, sample: int, smtp_messages: int) -> list[Stage]:
@@ -505,14 +510,7 @@ def bench_daily_run(world: World, workdir: Path, code: Checkout | None = None) -
     its processes together; with `code`, the `digest send` of that other commit."""
     outbox = workdir / f"outbox-{world.users}"
     shutil.rmtree(outbox, ignore_errors=True)
-    settings_env = {
-        "DIGEST_DATABASE_URL": world.url, "DIGEST_OUTBOX": str(outbox), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(code.templates if code else PACKAGED_TEMPLATES),
-        "DIGEST_TRANSPORT": "outbox", "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_", "PYTHONPATH"))} | settings_env
-    if code:
-        env["PYTHONPATH"] = str(code.path)
+    env = _send_env(world.url, workdir, outbox, **({"DIGEST_TEMPLATES": str(code.templates), "PYTHONPATH": str(code.path)} if code else {}))
     log_path = workdir / f"send-{world.users}{'-' + code.commit[:8] if code else ''}.log"
     started = time.perf_counter()
     with open(log_path, "wb") as log_file:
@@ -563,12 +561,10 @@ def copy_database(source_url: str, target_url: str) -> None:
 
 
 def _send_env(url: str, workdir: Path, outbox: Path, **extra: str) -> dict[str, str]:
-    settings_env = {
-        "DIGEST_DATABASE_URL": url, "DIGEST_OUTBOX": str(outbox), "DIGEST_SECRET_KEY": BENCH_KEY,
-        "DIGEST_CONFIG": str(workdir / "no-config.yaml"), "DIGEST_TEMPLATES": str(PACKAGED_TEMPLATES), "DIGEST_TRANSPORT": "outbox",
-        "DIGEST_BASE_URL": "https://digest.example.org", "DIGEST_FROM": "Paper Digest <digest@example.org>",
-    }
-    return {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_"))} | settings_env | extra
+    """The environment of a `digest send` process of the benchmark: this one's, without any
+    setting of digest, SMTP or PYTHONPATH of its own (the code that runs is this checkout's,
+    or the one `extra` names), then the benchmark's settings and `extra`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SMTP_", "PYTHONPATH"))} | _digest_env(url, workdir, outbox) | extra
 
 
 def _senders(n: int, env: dict[str, str], workdir: Path, name: str) -> list[subprocess.Popen]:
