@@ -37,6 +37,13 @@ def zone_names() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+@functools.lru_cache(maxsize=1024)
+def zone_of(name: str) -> ZoneInfo:
+    """The zone `name`, kept: `ZoneInfo` keeps only the last few zones used, and a daily run of
+    subscribers in hundreds of zones would read each zone's file again for every subscriber."""
+    return ZoneInfo(name)
+
+
 def zone_name(value: str) -> str:
     if value not in zone_names():
         raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)")
@@ -58,12 +65,12 @@ def local_instant(local_date: dt.date, clock: str, zone: str) -> dt.datetime:
     """The UTC instant of wall-clock `clock` on `local_date` in `zone` (see the module docstring)."""
     # fold=0: a time in a gap takes the offset before the jump (so it lands after it), and an
     # ambiguous time is its first occurrence (PEP 495).
-    wall = dt.datetime.combine(local_date, parse_clock(clock)).replace(tzinfo=ZoneInfo(zone), fold=0)
+    wall = dt.datetime.combine(local_date, parse_clock(clock)).replace(tzinfo=zone_of(zone), fold=0)
     return wall.astimezone(dt.timezone.utc)
 
 
 def local_date(now: dt.datetime, zone: str) -> dt.date:
-    return now.astimezone(ZoneInfo(zone)).date()
+    return now.astimezone(zone_of(zone)).date()
 
 
 def send_instant(send_at: str, zone: str, on: dt.date) -> dt.datetime:

@@ -29,6 +29,7 @@ from digest.ranking.papers import Candidates, Examples
 from digest.ranking.ranker import Ranker
 from digest.ranking.readers import History, Interests, Reader
 from digest.send import run as send_run
+from digest.send.select import Selector
 from digest.textmodel import TextModel, paper_text
 
 from .conftest import ROOT, SMTPSink, Workdir
@@ -171,7 +172,7 @@ def test_the_fast_mime_message_reads_as_the_email_message_api_writes_it() -> Non
 # --- the whole send ---------------------------------------------------------------------------------------
 
 
-def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_processes_rank_and_make_the_messages_one_process_makes(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
     now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     db = workdir.db()
     ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
@@ -189,6 +190,16 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
 
     real_compose = Composer.compose
     monkeypatch.setattr(Composer, "compose", compose_and_tell)
+    rankers = workdir.path / "rankers"
+    rankers.mkdir()
+
+    def rank_and_tell(self, plans):  # which process ranked each subscriber
+        for plan in plans:
+            (rankers / f"{os.getpid()}-{plan.subscriber.email}").touch()
+        return real_rank(self, plans)
+
+    real_rank = Selector.rank
+    monkeypatch.setattr(Selector, "rank", rank_and_tell)
 
     def run(url: str, outbox: Path, workers: int) -> dict[str, bytes]:
         settings = workdir.settings(DIGEST_DATABASE_URL=url, DIGEST_OUTBOX=str(outbox))
@@ -203,10 +214,13 @@ def test_worker_processes_make_the_messages_one_process_makes(workdir: Workdir, 
 
     one = run(workdir.env["DIGEST_DATABASE_URL"], workdir.path / "one", workers=1)
     by_me = {p.name for p in makers.iterdir()}
-    assert {name.split("-")[0] for name in by_me} == {str(os.getpid())}
+    ranked_by_me = {p.name for p in rankers.iterdir()}
+    assert {name.split("-")[0] for name in by_me | ranked_by_me} == {str(os.getpid())} and len(ranked_by_me) == 4
     two = run(f"sqlite:///{database.with_name('copy.db')}", workdir.path / "two", workers=2)
     by_workers = {p.name.split("-")[0] for p in makers.iterdir() if p.name not in by_me}
     assert by_workers and str(os.getpid()) not in by_workers  # the second run's messages were made in worker processes
+    ranked_by_workers = [p.name for p in rankers.iterdir() if p.name not in ranked_by_me]
+    assert len(ranked_by_workers) == 4 and str(os.getpid()) not in {name.split("-")[0] for name in ranked_by_workers}  # ... and ranked there
     assert len(one) == 4 and one == two
 
 

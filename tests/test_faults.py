@@ -312,3 +312,43 @@ def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_res
     assert statuses(workdir) == dict.fromkeys(emails, DigestStatus.SENT)
     assert sorted(path.name.split("_", 2)[2] for path in workdir.outbox()) == sorted(e.replace("@", "_") + ".eml" for e in emails)
     assert report.count(DigestStatus.SENT) == list(left.values()).count(DigestStatus.PENDING)
+
+
+def test_ranking_that_fails_in_a_worker_process_stops_the_run_and_claims_nothing(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranking raises in a worker process (as a bad model file might make it): the run stops with
+    that error, not a hang or a worker's traceback alone; nothing was claimed, so the next run
+    sends every digest once."""
+    from digest.config import load_config
+    from digest.ingest import ingest_source
+    from digest.mail.render import Renderer
+    from digest.mail.transports import OutboxTransport
+    from digest.profiles import sync_profiles
+    from digest.send import pool, run
+    from digest.send.select import Selector
+
+    emails = people(workdir, 6)
+    db = workdir.db()
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    parent = os.getpid()
+    real_rank = Selector.rank
+
+    def rank_or_fail(self, plans):
+        if os.getpid() != parent:
+            raise ValueError("the model file is damaged")
+        return real_rank(self, plans)
+
+    monkeypatch.setattr(run, "WORKERS_FROM", 1)
+    monkeypatch.setattr(Selector, "rank", rank_or_fail)
+    settings = workdir.settings()
+    outbox = OutboxTransport(settings.outbox)
+
+    def sender(workers: int) -> run.DigestSender:
+        return run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), outbox, lambda: now, workers=workers)
+
+    with pytest.raises(pool.WorkerFailed, match="ValueError: the model file is damaged"):
+        sender(workers=2).run()
+    assert statuses(workdir) == {} and list(workdir.outbox()) == []
+    report = sender(workers=1).run()
+    assert statuses(workdir) == dict.fromkeys(emails, DigestStatus.SENT) and report.count(DigestStatus.SENT) == len(emails)

@@ -3,16 +3,16 @@
 A `Letter` is all a message needs of a digest and its subscriber: small, frozen and picklable,
 the one form a digest takes between its claim and its delivery, here and in a worker process.
 
-A run of many digests makes its messages in forked processes (`WorkerPool`) while this one ranks,
-stores and delivers. They are forked once the candidates are loaded, so each knows every paper
-and the message maker without being sent them; a task is a few letters and the rows of their
-papers among the candidates. The processes are started with the pool's own method as their
-target, so nothing of theirs lives in a module.
+A run of many digests ranks its subscribers and makes their messages in forked processes
+(`WorkerPool`) while this one claims, stores and delivers. They are forked once the candidates are
+loaded and the day planned, so each knows every paper, every plan, the ranker and the message
+maker without being sent them: a ranking task is the numbers of a few plans, a message task a few
+letters and the rows of their papers among the candidates. The processes are started with the
+pool's own method as their target, so nothing of theirs lives in a module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Letters sent to a worker process at a time.
 CHUNK = 8
+
+#: What a worker ranks: the numbers of some of the run's plans -> each one's `select.Choice`.
+RankTask = Callable[[Sequence[int]], list]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,21 +148,34 @@ class WorkerDied(RuntimeError):
     """A worker process ended before answering (killed, out of memory): the run cannot go on."""
 
 
+class WorkerFailed(RuntimeError):
+    """Ranking failed in a worker process (as it would have failed the run in this one)."""
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """A worker's answer when its task raised: the error, in words (an exception may not pickle)."""
+
+    error: str
+
+
 class WorkerPool:
-    """Forked processes that make messages, in order, while this process does the rest.
+    """Forked processes that rank subscribers and make messages, in order, while this process
+    does the rest.
 
     Fork only from a process with no other threads (such as `digest send`); no database
-    connection crosses the fork. Results come back in the order the letters were given, however
-    many batches are in hand."""
+    connection crosses the fork (a worker opens its own to read histories). Answers come back in
+    the order the tasks were given, however many batches are in hand."""
 
-    def __init__(self, messages: Messages, papers: Sequence[Paper], workers: int, db: Database) -> None:
+    def __init__(self, messages: Messages, papers: Sequence[Paper], workers: int, db: Database, rank: RankTask | None = None) -> None:
         self.messages = messages
         self.papers = papers
         self.workers = workers
         self.db = db
+        self._rank = rank
         self._processes: list = []
         self._numbers = itertools.count()
-        self._answers: dict[int, list[Outgoing | Unmade]] = {}
+        self._answers: dict[int, list] = {}
 
     def __enter__(self) -> WorkerPool:
         self.db.engine.dispose()  # no database connection crosses the fork
@@ -181,32 +197,53 @@ class WorkerPool:
         self._processes = []
 
     def _serve(self) -> None:
-        """A worker: first works out what every candidate paper shows (its TL;DR above all, some
-        0.4 ms a paper) while the parent ranks the first batch, then makes messages until told."""
-        for paper in self.papers:
-            with contextlib.suppress(Exception):  # a paper that cannot be shown fails its messages, not the worker
-                self.messages.shown.fields(paper)
-        for number, letters, now in iter(self._tasks.get, None):
-            self._results.put((number, [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]))
+        """A worker: ranks plans and makes messages until told to stop. What each paper shows
+        (its TL;DR above all, some 0.4 ms a paper) is worked out the first time one of this
+        worker's messages needs it, and kept (`PaperViews`)."""
+        for number, kind, task in iter(self._tasks.get, None):
+            if kind == "rank":
+                try:
+                    answer = self._rank(task)
+                except Exception as exc:  # the parent raises it: ranking fails the run, as it would there
+                    log.debug("ranking failed in a worker", exc_info=True)
+                    answer = _Raised(f"{type(exc).__name__}: {exc}")
+            else:
+                letters, now = task
+                answer = [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]
+            self._results.put((number, answer))
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the workers rank (they were given the run's plans and ranker)."""
+        return self._rank is not None
+
+    def rank(self, plans: Sequence[int]) -> Iterator:
+        """Each plan's `select.Choice`, in order (plans by their number in the run): the work is
+        shared out among the workers now."""
+        share = -(-len(plans) // self.workers)
+        return self._collect([self._put("rank", list(plans[start : start + share])) for start in range(0, len(plans), share)])
 
     def make(self, letters: Sequence[Letter], now: dt.datetime) -> Iterator[Outgoing | Unmade]:
         """The message of each letter (each with `rows`), in order: the work is handed out now."""
-        numbers = []
-        for start in range(0, len(letters), CHUNK):
-            number = next(self._numbers)
-            self._tasks.put((number, list(letters[start : start + CHUNK]), now))
-            numbers.append(number)
-        return self._collect(numbers)
+        return self._collect([self._put("make", (list(letters[start : start + CHUNK]), now)) for start in range(0, len(letters), CHUNK)])
 
-    def _collect(self, numbers: list[int]) -> Iterator[Outgoing | Unmade]:
+    def _put(self, kind: str, task: object) -> int:
+        number = next(self._numbers)
+        self._tasks.put((number, kind, task))
+        return number
+
+    def _collect(self, numbers: list[int]) -> Iterator:
         for number in numbers:
             while number not in self._answers:
                 try:
-                    answered, messages = self._results.get(timeout=1.0)
+                    answered, answer = self._results.get(timeout=1.0)
                 except queue.Empty:
                     dead = [p for p in self._processes if not p.is_alive()]
                     if dead:
                         raise WorkerDied(f"worker process {dead[0].name} ended (exit code {dead[0].exitcode})") from None
                     continue
-                self._answers[answered] = messages
-            yield from self._answers.pop(number)
+                self._answers[answered] = answer
+            answer = self._answers.pop(number)
+            if isinstance(answer, _Raised):
+                raise WorkerFailed(f"ranking failed in a worker process: {answer.error}")
+            yield from answer

@@ -6,8 +6,9 @@ runs, a subscriber gets one digest per local date, and a paper is never sent to 
 
 `DigestSender` is what a caller configures once (database, settings, renderer, transport);
 each `run` is a `Run`: the run's state (`RunState`: its instant, options, report, stop, pools)
-held in one object, and its steps: batches leased (`share`), ranked (`select`), claimed and
-moved (`ledger`), their messages made (`pool`) and delivered (`deliver`).
+held in one object, and its steps: batches leased (`share`), ranked (`select`, in the worker
+processes where there are), claimed and moved (`ledger`), their messages made (`pool`) and
+delivered (`deliver`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..settings import Settings
 from .deliver import Delivery, Job
 from .ledger import Ledger, interrupted
 from .pool import Addressee, Letter, Messages, Unmade, WorkerPool, made
-from .select import Plan, Selection, Selector, is_paused, local_today
+from .select import Choice, Plan, Selection, Selector, is_paused, local_today
 from .share import LeasedBatches
 from .state import Outcome, RunState, SendOptions, SendReport, Untouched
 
@@ -111,6 +112,16 @@ class DigestSender:
 
 
 @dataclass(eq=False)
+class _Ranking:
+    """A batch taken and being ranked: its plans, those to rank, and their choices as they come
+    (from the worker processes; None: ranked here when claimed)."""
+
+    plans: list[Plan]
+    fresh: list[Plan]
+    choices: Iterator[Choice] | None
+
+
+@dataclass(eq=False)
 class _Prepared:
     """A batch claimed and on its way: its plans, those settled already, and the jobs to deliver."""
 
@@ -134,6 +145,8 @@ class Run:
         self.state = state
         self.ledger = sender.ledger
         self.delivery = Delivery(sender.ledger, sender.transport, sender.settings.sender, state)
+        #: Each plan's number in the run (what a worker process knows it by), where workers rank.
+        self._numbers: dict[int, int] = {}
 
     def execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
         state, report, now = self.state, self.state.report, self.state.now
@@ -169,7 +182,9 @@ class Run:
             state.threads = stack.enter_context(ThreadPoolExecutor(sender.transport.connections, "smtp"))
         fresh = sum(1 for p in plans if p.existing is None)
         if sender.workers > 1 and fresh >= WORKERS_FROM and not state.options.dry_run and selector.papers:
-            state.workers = stack.enter_context(WorkerPool(sender.messages, selector.papers, sender.workers, sender.db))
+            self._numbers = {id(plan): n for n, plan in enumerate(plans)}
+            rank = lambda numbers: selector.rank([plans[n] for n in numbers])  # noqa: E731 (runs in the forked workers, which hold `plans`)
+            state.workers = stack.enter_context(WorkerPool(sender.messages, selector.papers, sender.workers, sender.db, rank))
         return stack
 
     def _batches(self, plans: list[Plan], selector: Selector, on_progress: Callable[[Outcome], None] | None) -> None:
@@ -177,17 +192,22 @@ class Run:
         leasing = not state.options.dry_run
         size = sender.settings.send_batch
         with sender.transport, self._pools(plans, selector), sender.leases.heartbeat() if leasing else contextlib.nullcontext():
-            # Batch after batch: while the worker processes (if any) make the messages of one
-            # batch, this process ranks and claims the next, then delivers the one before.
+            # Batch after batch, three in hand: the worker processes (if any) rank the newest
+            # and make the messages of the one before, which this process has claimed; then this
+            # process delivers the one before that.
             batches = LeasedBatches(sender.leases, self.ledger, state, size)(plans) if leasing else (plans[i : i + size] for i in range(0, len(plans), size))
+            ranking: _Ranking | None = None
             waiting: _Prepared | None = None
             try:
                 while True:
                     stopped = state.should_stop()  # what was claimed and not sent stays pending for the next run
                     batch: list[Plan] | None = None
+                    prepared: _Prepared | None = None
                     if not stopped:
                         batch = next(batches, None)  # [] while waiting for other processes
-                        prepared = self._prepare(batch, selector) if batch else None
+                        begun = self._rank(batch, selector) if batch else None
+                        prepared = self._prepare(ranking, selector) if ranking is not None else None
+                        ranking = begun
                         if waiting is not None:
                             stopped = self.delivery.deliver(waiting.jobs, waiting.messages)
                             outcomes = waiting.outcomes()
@@ -202,7 +222,7 @@ class Run:
                         report.stopped = True
                         log.info("stopping: %d digests left for the next run", self._left(plans))
                         break
-                    if batch is None:
+                    if batch is None and ranking is None and prepared is None:
                         break
                     waiting = prepared
             finally:
@@ -210,12 +230,20 @@ class Run:
                 if leasing:  # whatever this run did not finish is free for another process at once
                     sender.leases.release(p.subscriber.id for p in plans)
 
-    def _prepare(self, plans: Sequence[Plan], selector: Selector) -> _Prepared:
-        """One batch of subscribers ranked together and claimed in one transaction; their
-        messages begun (by the worker processes, if any)."""
+    def _rank(self, plans: list[Plan], selector: Selector) -> _Ranking:
+        """One batch of subscribers to rank together: handed to the worker processes now, if
+        they rank, else ranked here when the batch is claimed."""
+        fresh = [p for p in plans if p.existing is None]
+        workers = self.state.workers
+        choices = workers.rank([self._numbers[id(p)] for p in fresh]) if fresh and workers is not None and workers.ranks else None
+        return _Ranking(plans, fresh, choices)
+
+    def _prepare(self, ranking: _Ranking, selector: Selector) -> _Prepared:
+        """One batch of subscribers ranked and claimed in one transaction; their messages begun
+        (by the worker processes, if any)."""
         done: dict[int, Outcome] = {}
         jobs: list[Job] = []
-        fresh = [p for p in plans if p.existing is None]
+        plans, fresh = ranking.plans, ranking.fresh
         for plan in plans:
             if plan.existing is not None:
                 outcome, job = self._resume(plan)
@@ -224,7 +252,7 @@ class Run:
                 else:
                     jobs.append(job)
         if fresh:
-            selections = selector.select(fresh)
+            selections = selector.selections(fresh, ranking.choices if ranking.choices is not None else selector.rank(fresh))
             if self.state.options.dry_run:
                 for plan, selection in zip(fresh, selections):
                     done[id(plan)] = _dry_run(selection)

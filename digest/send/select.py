@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 def is_paused(subscriber: Subscriber, day: dt.date) -> bool:
     """Whether `subscriber` asked for no digest on local date `day` (`paused_until` is the first day back)."""
     return subscriber.paused_until is not None and day < subscriber.paused_until
-
-
 
 
 @dataclass
@@ -70,6 +68,10 @@ def end_of_day(day: dt.date, zone: str) -> dt.datetime:
 def announced(paper: Paper) -> dt.datetime:
     """When a paper became available: its announcement where known, else when it was first seen."""
     return paper.published or paper.first_seen
+
+
+#: A plan's ranked candidates (rows of the run's candidates), and how many candidates it had.
+Choice = tuple[list[Ranked], int]
 
 
 @dataclass
@@ -216,8 +218,13 @@ class Selector:
 
     def select(self, plans: Sequence[Plan]) -> list[Selection]:
         """The chosen papers of each plan: ranked for all subscribers together."""
+        return self.selections(plans, self.rank(plans))
+
+    def rank(self, plans: Sequence[Plan]) -> list[Choice]:
+        """Each plan's ranked candidates and how many it had: the work of `select` without the
+        papers themselves, small enough to come back from a worker process (`WorkerPool.rank`)."""
         if self.model is None or not plans:
-            return [Selection(p.subscriber, p.local_date, p.window_start, p.window_end or self.now, [], [], 0) for p in plans]
+            return [([], 0) for _ in plans]
         readers, allowed = [], []
         histories = load_histories(self.db, [plan.subscriber.id for plan in plans])
         for plan in plans:
@@ -233,8 +240,11 @@ class Selector:
             allowed.append(mask)
             readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), histories.get(subscriber.id, History()), subscriber.max_items))
         ranked = self.ranker.rank(readers, self.candidates, allowed)
-        return [
-            Selection(plan.subscriber, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], chosen, int(mask.sum()))
-            for plan, chosen, mask in zip(plans, ranked, allowed)
-        ]
+        return [(chosen, int(mask.sum())) for chosen, mask in zip(ranked, allowed)]
 
+    def selections(self, plans: Sequence[Plan], choices: Iterable[Choice]) -> list[Selection]:
+        """The selection of each plan from its choice (`rank`)."""
+        return [
+            Selection(plan.subscriber, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], list(chosen), count)
+            for plan, (chosen, count) in zip(plans, choices, strict=True)
+        ]
