@@ -63,14 +63,18 @@ def load_histories(db: Database, subscriber_ids: Iterable[int]) -> dict[int, His
             for subscriber, examples, positives, background, version in _stored_examples(db, subscriber_ids)}
 
 
-def history_papers(db: Database, subscriber_ids: Iterable[int]) -> set[int]:
-    """Every paper in the stored models of `subscriber_ids`, without holding their histories
-    (a daily run loads those a batch at a time)."""
-    return {int(p) for _, examples, *_ in _stored_examples(db, subscriber_ids) for p, _ in examples}
-
-
-def community_clicks(db: Database) -> dict[int, list[int]]:
-    """The papers each subscriber opened or liked, from the stored models: "readers like you"."""
-    with db.session() as session:
-        rows = session.exec(select(SubscriberModel.subscriber_id, SubscriberModel.examples).where(SubscriberModel.positives > 0)).all()
-    return {subscriber: [int(p) for p, w in examples if w > 0] for subscriber, examples in rows}
+def model_papers(db: Database, subscriber_ids: Iterable[int]) -> tuple[set[int], dict[int, list[int]]]:
+    """Every paper in the stored models of `subscriber_ids` (without holding their histories: a
+    daily run loads those a batch at a time), and the papers each subscriber opened or liked
+    ("readers like you"): one read of the stored models for both."""
+    wanted = set(subscriber_ids)
+    papers: set[int] = set()
+    clicks: dict[int, list[int]] = {}
+    table = SubscriberModel.__table__
+    with db.engine.connect() as connection:
+        for subscriber, examples, positives in connection.execute(select(table.c.subscriber_id, table.c.examples, table.c.positives)):
+            if subscriber in wanted:
+                papers.update(int(p) for p, _ in examples)
+            if positives > 0:
+                clicks[subscriber] = [int(p) for p, w in examples if w > 0]
+    return papers, clicks

@@ -25,7 +25,7 @@ from ..ranking.community import Community
 from ..ranking.papers import Candidates, Examples, Pool
 from ..ranking.ranker import Ranker
 from ..ranking.readers import History, Interests, Ranked, Reader
-from ..ranking.store import community_clicks, history_papers, load_histories, recent_corpus
+from ..ranking.store import load_histories, model_papers, recent_corpus
 from ..schedule import local_date, local_instant
 from ..textmodel import TextModel, paper_text
 
@@ -157,7 +157,7 @@ class Selector:
         since = min(live) if live else None
         backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
         fit_since = min(since or self.now, self.now - dt.timedelta(days=cfg.fit_days))
-        history_ids = history_papers(self.db, [p.subscriber.id for p in plans])
+        history_ids, clicks = model_papers(self.db, [p.subscriber.id for p in plans])
         corpus = recent_corpus(self.db, fit_since, self.now, history_ids, announced=backfill)
         fresh = [
             i for i, p in enumerate(corpus)
@@ -191,7 +191,7 @@ class Selector:
         examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]],
                                   vectors[[row[p] for p in example_ids]] if vectors is not None else None)
         pool = Pool.build(self.model, counts[recent], vectors[recent] if vectors is not None else None) if recent else None
-        community = Community(community_clicks(self.db), cfg.neighbours)
+        community = Community(clicks, cfg.neighbours)
         semantic = self.embedder.phrases if vectors is not None else None
         self.ranker = Ranker(self.model, cfg, examples, community, pool=pool, phrase_embedder=semantic)
         self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
