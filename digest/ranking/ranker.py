@@ -57,6 +57,14 @@ class Ranker:
             results.extend(self._rank_chunk(part, candidates, part_allowed, k, require_match, explain))
         return results
 
+    def prepare(self, candidates: Candidates) -> None:
+        """Work out what ranking every reader shares (the candidates' BM25 rows transposed, their
+        likeness to each other and near-duplicates): done by the process that plans a run, before
+        its worker processes fork, so that they share it instead of each making its own."""
+        candidates.docs_t()
+        if self.config.diversity > 0:
+            candidates.twins(self.config.duplicate_similarity)
+
     def scores(self, readers: Sequence[Reader], candidates: Candidates) -> np.ndarray:
         """The final score of every candidate for every reader (readers x candidates)."""
         return self.scorer.score(readers, candidates, None).final

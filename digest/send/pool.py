@@ -14,6 +14,7 @@ pool's own method as their target, so nothing of theirs lives in a module.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -182,8 +183,14 @@ class WorkerPool:
         context = multiprocessing.get_context("fork")
         self._tasks, self._results = context.Queue(), context.Queue()
         self._processes = [context.Process(target=self._serve, name=f"digest-worker-{n}", daemon=True) for n in range(self.workers)]
-        for process in self._processes:
-            process.start()
+        # What the workers inherit is shared with this process until written to; the garbage
+        # collector of a worker would write to every object it inherited (and so copy them all).
+        gc.freeze()
+        try:
+            for process in self._processes:
+                process.start()
+        finally:
+            gc.unfreeze()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -194,6 +194,7 @@ class Selector:
         community = Community(clicks, cfg.neighbours)
         semantic = self.embedder.phrases if vectors is not None else None
         self.ranker = Ranker(self.model, cfg, examples, community, pool=pool, phrase_embedder=semantic)
+        self.ranker.prepare(self.candidates)
         self._first_seen = np.array([p.first_seen.timestamp() for p in self.papers])
         self._announced = np.array([announced(p).timestamp() for p in self.papers])
         self._ids = np.array([p.id for p in self.papers])
