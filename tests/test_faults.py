@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlmodel import select
@@ -18,6 +20,9 @@ from sqlmodel import select
 from digest.models import Digest, DigestStatus, Subscriber
 
 from .conftest import FaultySink, Workdir, free_port
+
+if TYPE_CHECKING:
+    from digest.send.run import DigestSender
 
 TOPICS = ["quantum error correction", "weather forecasting", "speculative decoding", "single-cell transcriptomics", "legged locomotion"]
 
@@ -271,24 +276,39 @@ def test_a_header_that_cannot_be_written_fails_that_message_only(workdir: Workdi
     assert {o.status for o in again.outcomes} == {"already"}  # nothing stuck in `sending`, nothing sent twice
 
 
-def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_rest_once(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker killed while making a message (out of memory, say) stops the run with a clear
-    error instead of waiting for it for ever; the next run sends every digest, none twice."""
+def day_with_workers(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Callable[[int], DigestSender]]:
+    """Six subscribers of the sample feed, and a maker of senders of their day (to the outbox)
+    whose worker processes start however few digests there are."""
     from digest.config import load_config
     from digest.ingest import ingest_source
-    from digest.mail.compose import Composer
     from digest.mail.render import Renderer
     from digest.mail.transports import OutboxTransport
     from digest.profiles import sync_profiles
-    from digest.send import pool, run
+    from digest.send import run
 
     emails = people(workdir, 6)
     db = workdir.db()
     now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
     sync_profiles(db, workdir.path / "config" / "subscribers")
-    parent = os.getpid()
+    monkeypatch.setattr(run, "WORKERS_FROM", 1)
+    settings = workdir.settings()
+    outbox = OutboxTransport(settings.outbox)
 
+    def sender(workers: int) -> DigestSender:
+        return run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), outbox, lambda: now, workers=workers)
+
+    return emails, sender
+
+
+def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_rest_once(workdir: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while making a message (out of memory, say) stops the run with a clear
+    error instead of waiting for it for ever; the next run sends every digest, none twice."""
+    from digest.mail.compose import Composer
+    from digest.send import pool
+
+    emails, sender = day_with_workers(workdir, monkeypatch)
+    parent = os.getpid()
     real_compose = Composer.compose
 
     def compose_or_die(self, rendered, **kwargs):
@@ -296,14 +316,7 @@ def test_a_worker_process_that_dies_stops_the_run_and_the_next_run_sends_the_res
             os._exit(9)  # as the kernel's OOM killer would end it: no exception, no goodbye
         return real_compose(self, rendered, **kwargs)
 
-    monkeypatch.setattr(run, "WORKERS_FROM", 1)
     monkeypatch.setattr(Composer, "compose", compose_or_die)
-    settings = workdir.settings()
-    outbox = OutboxTransport(settings.outbox)
-
-    def sender(workers: int) -> run.DigestSender:
-        return run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), outbox, lambda: now, workers=workers)
-
     with pytest.raises(pool.WorkerDied, match="digest-worker-"):
         sender(workers=2).run()
     left = statuses(workdir)  # what went is recorded sent, the rest given back: nothing left `sending`
@@ -318,19 +331,10 @@ def test_ranking_that_fails_in_a_worker_process_stops_the_run_and_claims_nothing
     """Ranking raises in a worker process (as a bad model file might make it): the run stops with
     that error, not a hang or a worker's traceback alone; nothing was claimed, so the next run
     sends every digest once."""
-    from digest.config import load_config
-    from digest.ingest import ingest_source
-    from digest.mail.render import Renderer
-    from digest.mail.transports import OutboxTransport
-    from digest.profiles import sync_profiles
-    from digest.send import pool, run
+    from digest.send import pool
     from digest.send.select import Selector
 
-    emails = people(workdir, 6)
-    db = workdir.db()
-    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
-    ingest_source(db, "config/sample-feed.jsonl", now=now - dt.timedelta(hours=1))
-    sync_profiles(db, workdir.path / "config" / "subscribers")
+    emails, sender = day_with_workers(workdir, monkeypatch)
     parent = os.getpid()
     real_rank = Selector.rank
 
@@ -339,14 +343,7 @@ def test_ranking_that_fails_in_a_worker_process_stops_the_run_and_claims_nothing
             raise ValueError("the model file is damaged")
         return real_rank(self, plans)
 
-    monkeypatch.setattr(run, "WORKERS_FROM", 1)
     monkeypatch.setattr(Selector, "rank", rank_or_fail)
-    settings = workdir.settings()
-    outbox = OutboxTransport(settings.outbox)
-
-    def sender(workers: int) -> run.DigestSender:
-        return run.DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), outbox, lambda: now, workers=workers)
-
     with pytest.raises(pool.WorkerFailed, match="ValueError: the model file is damaged"):
         sender(workers=2).run()
     assert statuses(workdir) == {} and list(workdir.outbox()) == []
