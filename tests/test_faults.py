@@ -344,8 +344,9 @@ def test_ranking_that_fails_in_a_worker_process_stops_the_run_and_claims_nothing
         return real_rank(self, plans)
 
     monkeypatch.setattr(Selector, "rank", rank_or_fail)
-    with pytest.raises(pool.WorkerFailed, match="ValueError: the model file is damaged"):
+    with pytest.raises(pool.WorkerFailed, match="ValueError: the model file is damaged") as failed:
         sender(workers=2).run()
+    assert "rank_or_fail" in "".join(failed.value.__notes__)  # where in the worker it failed
     assert statuses(workdir) == {} and list(workdir.outbox()) == []
     report = sender(workers=1).run()
     assert statuses(workdir) == dict.fromkeys(emails, DigestStatus.SENT) and report.count(DigestStatus.SENT) == len(emails)

@@ -19,6 +19,7 @@ import itertools
 import logging
 import multiprocessing
 import queue
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -155,9 +156,11 @@ class WorkerFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class _Raised:
-    """A worker's answer when its task raised: the error, in words (an exception may not pickle)."""
+    """A worker's answer when its task raised: the error and its traceback, in words (an
+    exception may not pickle)."""
 
     error: str
+    where: str
 
 
 class WorkerPool:
@@ -212,8 +215,7 @@ class WorkerPool:
                 try:
                     answer = self._rank(task)
                 except Exception as exc:  # the parent raises it: ranking fails the run, as it would there
-                    log.debug("ranking failed in a worker", exc_info=True)
-                    answer = _Raised(f"{type(exc).__name__}: {exc}")
+                    answer = _Raised(f"{type(exc).__name__}: {exc}", traceback.format_exc())
             else:
                 letters, now = task
                 answer = [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]
@@ -252,5 +254,7 @@ class WorkerPool:
                 self._answers[answered] = answer
             answer = self._answers.pop(number)
             if isinstance(answer, _Raised):
-                raise WorkerFailed(f"ranking failed in a worker process: {answer.error}")
+                failed = WorkerFailed(f"ranking failed in a worker process: {answer.error}")
+                failed.add_note(f"in the worker process:\n{answer.where}")
+                raise failed
             yield from answer
