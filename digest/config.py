@@ -54,6 +54,10 @@ class RankingConfig(BaseModel):
 
     #: Days of papers a subscriber's first digest looks back over.
     lookback_days: float = Field(default=7, gt=0, le=365)
+    #: Days of papers any digest looks back over at most: one after a long pause (or a long
+    #: outage) brings the best of these days, and a few such subscribers do not make the whole
+    #: run rank months of candidates for everyone.
+    max_window_days: float = Field(default=14, gt=0, le=365)
     #: Days of papers the term statistics are fitted on.
     fit_days: float = Field(default=90, gt=0)
     #: A paper matches an interest when it holds this much of the phrase (`textmodel.PhraseWeights`:
@@ -112,6 +116,13 @@ class RankingConfig(BaseModel):
     #: apart (maximal marginal relevance) with this weight; 0 ranks by score alone.
     diversity: float = Field(default=0.5, ge=0, lt=1)
     duplicate_similarity: float = Field(default=0.6, ge=0, lt=1)
+
+
+    @model_validator(mode="after")
+    def _window(self) -> "RankingConfig":
+        if self.lookback_days > self.max_window_days:
+            raise ValueError(f"lookback_days ({self.lookback_days:g}) cannot exceed max_window_days ({self.max_window_days:g})")
+        return self
 
 
 class AppConfig(BaseModel):

@@ -202,3 +202,14 @@ def test_config_times_are_written_out_in_full(tmp_path: Path) -> None:
     path.write_text("sources:\n  - name: feed\n    url: feed.jsonl\n    poll_at: '6:05'\n    timezone: Asia/Tokyo\n", encoding="utf-8")
     (source,) = load_config(path).sources
     assert source.poll_at == ["06:05"] and source.timezone == "Asia/Tokyo"
+
+
+def test_a_first_digest_cannot_look_back_further_than_any_digest(tmp_path: Path) -> None:
+    path = tmp_path / "digest.yaml"
+    path.write_text("ranking:\n  fit_days: 90\n  lookback_days: 21\n", encoding="utf-8")
+    with pytest.raises(FileError) as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.field) == (1, "ranking")
+    assert caught.value.message == "lookback_days (21) cannot exceed max_window_days (14)"
+    path.write_text("ranking:\n  lookback_days: 21\n  max_window_days: 30\n", encoding="utf-8")
+    assert load_config(path).ranking.max_window_days == 30

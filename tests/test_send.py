@@ -127,6 +127,30 @@ def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workd
     assert items[dt.date(2026, 11, 23)] == ["Lattice surgery for quantum error correction on small devices"]
 
 
+def test_a_digest_after_a_long_pause_looks_back_at_most_max_window_days(workdir: Workdir, tmp_path: Path) -> None:
+    """Back after 25 days without a digest: the papers of the last `max_window_days` (14) are the
+    candidates, not all since the last digest (which would make the whole run rank weeks of papers)."""
+    db = workdir.db()
+    day1 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
+    ingest_source(db, "config/sample-feed.jsonl", now=day1 - dt.timedelta(hours=1))
+    profile(workdir, "back.yaml", "email: back@example.org\ninterests: [quantum error correction]\nmax_items: 3\n")
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    clock = Clock(day1)
+    assert [o.status for o in make_sender(workdir, clock).run(only="back@example.org").outcomes] == ["sent"]
+    for days, title in ((2, "Lattice surgery for quantum error correction on small devices"), (20, "Neural decoders for quantum error correction with surface codes")):
+        extra = tmp_path / f"day-{days}.jsonl"
+        extra.write_text(json.dumps({"title": title, "abstract": "Quantum error correction with surface codes and lattice surgery."}) + "\n")
+        ingest_source(db, str(extra), now=day1 + dt.timedelta(days=days))
+    clock.now = day1 + dt.timedelta(days=25)
+    report = make_sender(workdir, clock).run(only="back@example.org")
+    assert [o.status for o in report.outcomes] == ["sent"]
+    with db.session() as session:
+        digest = session.exec(select(Digest).where(Digest.local_date == clock.now.date())).one()
+        titles = [session.get(Paper, i.paper_id).title for i in session.exec(select(DigestItem).where(DigestItem.digest_id == digest.id))]
+    assert digest.window_start.replace(tzinfo=dt.timezone.utc) == clock.now - dt.timedelta(days=14)
+    assert titles == ["Neural decoders for quantum error correction with surface codes"]
+
+
 def test_no_match_means_no_email_and_a_recorded_reason(workdir: Workdir) -> None:
     now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     db = workdir.db()

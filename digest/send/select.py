@@ -1,7 +1,7 @@
 """Who is due and what they get: each subscriber's plan for a local date, and the chosen papers.
 
 A plan says which local date a subscriber's digest is for, whether it exists already, and its
-candidate window (since the end of the last digest's). The selector loads the candidates of all
+candidate window (since the end of the last digest's, at most `max_window_days` long). The selector loads the candidates of all
 plans once (one text model fitted per run, every candidate vectorized once) and ranks them for a
 batch of subscribers at a time, through the ranker (`digest/ranking/`).
 """
@@ -117,6 +117,7 @@ class Selector:
         """Each subscriber's local date, existing digest and candidate window, then the corpus loaded."""
         dates = {s.id: date or local_today(s, self.now) for s in subscribers}
         lookback = dt.timedelta(days=self.config.ranking.lookback_days)
+        longest = dt.timedelta(days=self.config.ranking.max_window_days)
         existing: dict[tuple[int, dt.date], Digest] = {}
         last_end: dict[tuple[int, dt.date], dt.datetime] = {}
         with self.db.session() as session:
@@ -141,7 +142,8 @@ class Selector:
             day = dates[s.id]
             cutoff = end_of_day(day, s.timezone)
             past = day < local_today(s, self.now)
-            start = last_end.get((s.id, day)) or (cutoff if past else self.now) - lookback
+            end = cutoff if past else self.now
+            start = max(last_end.get((s.id, day)) or end - lookback, end - longest)
             plans.append(Plan(s, day, existing.get((s.id, day)), start, cutoff, past))
         todo = [p for p in plans if p.existing is None]
         if todo:
