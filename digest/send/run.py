@@ -194,7 +194,10 @@ class Run:
         fresh = sum(1 for p in plans if p.existing is None)
         if sender.workers > 1 and fresh >= WORKERS_FROM and not state.options.dry_run and selector.papers:
             self._numbers = {id(plan): n for n, plan in enumerate(plans)}
-            rank = lambda numbers: selector.rank([plans[n] for n in numbers])  # noqa: E731 (runs in the forked workers, which hold `plans`)
+
+            def rank(numbers: Sequence[int]) -> list[Choice]:  # runs in the forked workers, which hold `plans` and `selector`
+                return selector.rank([plans[n] for n in numbers])
+
             state.workers = stack.enter_context(WorkerPool(sender.messages, selector.papers, sender.workers, sender.db, rank))
         return stack
 

@@ -1,9 +1,10 @@
 """Who is due and what they get: each subscriber's plan for a local date, and the chosen papers.
 
 A plan says which local date a subscriber's digest is for, whether it exists already, and its
-candidate window (since the end of the last digest's, at most `max_window_days` long). The selector loads the candidates of all
-plans once (one text model fitted per run, every candidate vectorized once) and ranks them for a
-batch of subscribers at a time, through the ranker (`digest/ranking/`).
+candidate window (since the end of the last digest's, at most `max_window_days` long). The
+selector loads the candidates of all plans once (one text model fitted per run, every candidate
+vectorized once) and ranks them for a batch of subscribers at a time, through the ranker
+(`digest/ranking/`).
 """
 
 from __future__ import annotations
