@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from ..config import AppConfig
-from ..db import Database
+from ..db import Database, chunks
 from ..embeddings import Embedder, embed_missing, load_vectors, phrase_vectors
 from ..models import Digest, DigestItem, DigestStatus, Paper, Subscriber
 from ..ranking.community import Community
@@ -31,6 +31,10 @@ from ..schedule import local_date, local_instant
 from ..textmodel import TextModel, paper_text
 
 log = logging.getLogger(__name__)
+
+
+#: Before any window: the end of the last digest of a subscriber whose last digest is too old to matter.
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
 def is_paused(subscriber: Subscriber, day: dt.date) -> bool:
@@ -119,37 +123,50 @@ class Selector:
         dates = {s.id: date or local_today(s, self.now) for s in subscribers}
         lookback = dt.timedelta(days=self.config.ranking.lookback_days)
         longest = dt.timedelta(days=self.config.ranking.max_window_days)
-        existing: dict[tuple[int, dt.date], Digest] = {}
-        last_end: dict[tuple[int, dt.date], dt.datetime] = {}
-        with self.db.session() as session:
-            for day in set(dates.values()):
-                for digest in session.exec(select(Digest).where(Digest.local_date == day)):
-                    existing[(digest.subscriber_id, day)] = digest
-                latest = (
-                    select(Digest.subscriber_id, func.max(Digest.local_date).label("latest"))
-                    .where(col(Digest.local_date) < day, Digest.status != DigestStatus.FAILED)
-                    .group_by(Digest.subscriber_id)
-                    .subquery()
-                )
-                rows = session.exec(
-                    select(Digest.subscriber_id, Digest.window_end).join(
-                        latest, (Digest.subscriber_id == latest.c.subscriber_id) & (Digest.local_date == latest.c.latest)
-                    )
-                )
-                for subscriber_id, window_end in rows:
-                    last_end[(subscriber_id, day)] = window_end
+        existing, last_end = self._digests(dates, longest)
         plans = []
         for s in subscribers:
             day = dates[s.id]
             cutoff = end_of_day(day, s.timezone)
             past = day < local_today(s, self.now)
             end = cutoff if past else self.now
-            start = max(last_end.get((s.id, day)) or end - lookback, end - longest)
-            plans.append(Plan(s, day, existing.get((s.id, day)), start, cutoff, past))
+            start = max(last_end.get(s.id) or end - lookback, end - longest)
+            plans.append(Plan(s, day, existing.get(s.id), start, cutoff, past))
         todo = [p for p in plans if p.existing is None]
         if todo:
             self._load(todo)
         return plans
+
+    def _digests(self, dates: dict[int, dt.date], longest: dt.timedelta) -> tuple[dict[int, Digest], dict[int, dt.datetime]]:
+        """Each subscriber's digest of their date, if made, and where the window of their last one
+        before it ended. Only the digests of the last `longest` (and two days for the zones) are
+        read, by subscriber: a window older than that cannot reach into today's, and the digests
+        of a year of subscribers are never scanned. Whether an older one exists at all (a first
+        digest looks back `lookback_days`; one after a pause, `max_window_days`) is one seek per
+        subscriber without a recent digest."""
+        existing: dict[int, Digest] = {}
+        newest: dict[int, tuple[dt.date, dt.datetime]] = {}
+        by_day: dict[dt.date, list[int]] = {}
+        for subscriber_id, day in dates.items():
+            by_day.setdefault(day, []).append(subscriber_id)
+        counted = Digest.status != DigestStatus.FAILED
+        with self.db.session() as session:
+            for day, ids in by_day.items():
+                low = day - dt.timedelta(days=math.ceil(longest / dt.timedelta(days=1)) + 2)
+                for part in chunks(ids):
+                    mine = col(Digest.subscriber_id).in_(part)
+                    for digest in session.exec(select(Digest).where(mine, Digest.local_date == day)):
+                        existing[digest.subscriber_id] = digest
+                    recent = select(Digest.subscriber_id, Digest.local_date, Digest.window_end).where(mine, col(Digest.local_date) >= low, col(Digest.local_date) < day, counted)
+                    for subscriber_id, local, window_end in session.exec(recent):
+                        if local > newest.get(subscriber_id, (dt.date.min,))[0]:
+                            newest[subscriber_id] = (local, window_end)
+                    away = [i for i in part if i not in newest]
+                    if away:
+                        older = select(Digest.subscriber_id).where(col(Digest.subscriber_id).in_(away), col(Digest.local_date) < low, counted).distinct()
+                        for subscriber_id in session.exec(older):
+                            newest[subscriber_id] = (dt.date.min, EARLIEST)
+        return existing, {subscriber_id: end for subscriber_id, (_, end) in newest.items()}
 
     def _load(self, plans: Sequence[Plan]) -> None:
         """Fit the text model on the recent corpus and the subscribers' example papers; vectorize
