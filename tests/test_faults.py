@@ -338,10 +338,10 @@ def test_ranking_that_fails_in_a_worker_process_stops_the_run_and_claims_nothing
     parent = os.getpid()
     real_rank = Selector.rank
 
-    def rank_or_fail(self, plans):
+    def rank_or_fail(self, wanted):
         if os.getpid() != parent:
             raise ValueError("the model file is damaged")
-        return real_rank(self, plans)
+        return real_rank(self, wanted)
 
     monkeypatch.setattr(Selector, "rank", rank_or_fail)
     with pytest.raises(pool.WorkerFailed, match="ValueError: the model file is damaged") as failed:

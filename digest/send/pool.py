@@ -5,9 +5,9 @@ the one form a digest takes between its claim and its delivery, here and in a wo
 
 A run of many digests ranks its subscribers and makes their messages in forked processes
 (`WorkerPool`) while this one claims, stores and delivers. They are forked once the candidates are
-loaded and the day planned, so each knows every paper, every plan, the ranker and the message
-maker without being sent them: a ranking task is the numbers of a few plans, a message task a few
-letters and the rows of their papers among the candidates. The processes are started with the
+loaded, so each knows every paper, the ranker and the message maker without being sent them: a
+ranking task is what ranking needs of a few plans (`select.Wanted`), a message task a few letters
+and the rows of their papers among the candidates. The processes are started with the
 pool's own method as their target, so nothing of theirs lives in a module.
 """
 
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 #: Letters sent to a worker process at a time.
 CHUNK = 8
 
-#: What a worker ranks: the numbers of some of the run's plans -> each one's `select.Choice`.
-RankTask = Callable[[Sequence[int]], list]
+#: What a worker ranks: some of the run's plans (`select.Wanted`) -> each one's `select.Choice`.
+RankTask = Callable[[Sequence], list]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +223,12 @@ class WorkerPool:
 
     @property
     def ranks(self) -> bool:
-        """Whether the workers rank (they were given the run's plans and ranker)."""
+        """Whether the workers rank (they were given the run's ranker)."""
         return self._rank is not None
 
-    def rank(self, plans: Sequence[int]) -> Iterator:
-        """Each plan's `select.Choice`, in order (plans by their number in the run): the work is
-        shared out among the workers now."""
+    def rank(self, plans: Sequence) -> Iterator:
+        """Each plan's `select.Choice`, in order (plans as `select.Wanted`): the work is shared
+        out among the workers now."""
         share = -(-len(plans) // self.workers)
         return self._collect([self._put("rank", list(plans[start : start + share])) for start in range(0, len(plans), share)])
 

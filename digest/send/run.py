@@ -156,8 +156,6 @@ class Run:
         self.state = state
         self.ledger = sender.ledger
         self.delivery = Delivery(sender.ledger, sender.transport, sender.settings.sender, state)
-        #: Each plan's number in the run (what a worker process knows it by), where workers rank.
-        self._numbers: dict[int, int] = {}
 
     def execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
         state, report, now = self.state, self.state.report, self.state.now
@@ -193,12 +191,7 @@ class Run:
             state.threads = stack.enter_context(ThreadPoolExecutor(sender.transport.connections, "smtp"))
         fresh = sum(1 for p in plans if p.existing is None)
         if sender.workers > 1 and fresh >= WORKERS_FROM and not state.options.dry_run and selector.papers:
-            self._numbers = {id(plan): n for n, plan in enumerate(plans)}
-
-            def rank(numbers: Sequence[int]) -> list[Choice]:  # runs in the forked workers, which hold `plans` and `selector`
-                return selector.rank([plans[n] for n in numbers])
-
-            state.workers = stack.enter_context(WorkerPool(sender.messages, selector.papers, sender.workers, sender.db, rank))
+            state.workers = stack.enter_context(WorkerPool(sender.messages, selector.papers, sender.workers, sender.db, selector.rank))
         return stack
 
     def _batches(self, plans: list[Plan], selector: Selector, on_progress: Callable[[Outcome], None] | None) -> None:
@@ -249,7 +242,7 @@ class Run:
         they rank, else ranked here when the batch is claimed."""
         fresh = [p for p in plans if p.existing is None]
         workers = self.state.workers
-        choices = workers.rank([self._numbers[id(p)] for p in fresh]) if fresh and workers is not None and workers.ranks else None
+        choices = workers.rank([p.wanted() for p in fresh]) if fresh and workers is not None and workers.ranks else None
         return _Ranking(plans, fresh, choices)
 
     def _prepare(self, ranking: _Ranking, selector: Selector) -> _Prepared:
@@ -266,7 +259,7 @@ class Run:
                 else:
                     jobs.append(job)
         if fresh:
-            selections = selector.selections(fresh, ranking.choices if ranking.choices is not None else selector.rank(fresh))
+            selections = selector.selections(fresh, ranking.choices if ranking.choices is not None else selector.rank([p.wanted() for p in fresh]))
             if self.state.options.dry_run:
                 for plan, selection in zip(fresh, selections):
                     done[id(plan)] = _dry_run(selection)

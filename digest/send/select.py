@@ -100,6 +100,22 @@ class Plan:
         """Where the window of the next digest begins: the cutoff of a past date, else the run's time."""
         return self.cutoff if self.past else None
 
+    def wanted(self) -> Wanted:
+        return Wanted(self.subscriber.id, Interests.from_subscriber(self.subscriber), self.subscriber.max_items, self.window_start, self.cutoff, self.past)
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What ranking needs of a plan, small and picklable: a worker process is sent these, and
+    never touches the day's subscribers it inherited (each touch would copy their memory pages)."""
+
+    subscriber_id: int
+    interests: Interests
+    max_items: int
+    window_start: dt.datetime
+    cutoff: dt.datetime
+    past: bool
+
 
 class Selector:
     """Chooses each subscriber's papers: candidates since their last digest, ranked by interest.
@@ -239,27 +255,27 @@ class Selector:
 
     def select(self, plans: Sequence[Plan]) -> list[Selection]:
         """The chosen papers of each plan: ranked for all subscribers together."""
-        return self.selections(plans, self.rank(plans))
+        return self.selections(plans, self.rank([plan.wanted() for plan in plans]))
 
-    def rank(self, plans: Sequence[Plan]) -> list[Choice]:
-        """Each plan's ranked candidates and how many it had: the work of `select` without the
-        papers themselves, small enough to come back from a worker process (`WorkerPool.rank`)."""
-        if self.model is None or not plans:
-            return [([], 0) for _ in plans]
+    def rank(self, wanted: Sequence[Wanted]) -> list[Choice]:
+        """Each plan's ranked candidates and how many it had (plans as `Plan.wanted`): the work of
+        `select` without the papers themselves, small enough to come back from a worker process
+        (`WorkerPool.rank`)."""
+        if self.model is None or not wanted:
+            return [([], 0) for _ in wanted]
         readers, allowed = [], []
-        histories = load_histories(self.db, [plan.subscriber.id for plan in plans])
-        for plan in plans:
-            subscriber = plan.subscriber
-            start, cutoff = plan.window_start.timestamp(), plan.cutoff.timestamp()
-            if plan.past:
+        histories = load_histories(self.db, [w.subscriber_id for w in wanted])
+        for w in wanted:
+            start, cutoff = w.window_start.timestamp(), w.cutoff.timestamp()
+            if w.past:
                 mask = (self._announced > start) & (self._announced <= cutoff)
             else:
                 mask = (self._first_seen >= start) & (self._announced <= cutoff)
-            sent = self._sent.get(subscriber.id)
+            sent = self._sent.get(w.subscriber_id)
             if sent:
                 mask &= ~np.isin(self._ids, list(sent))
             allowed.append(mask)
-            readers.append(Reader(subscriber.id, Interests.from_subscriber(subscriber), histories.get(subscriber.id, History()), subscriber.max_items))
+            readers.append(Reader(w.subscriber_id, w.interests, histories.get(w.subscriber_id, History()), w.max_items))
         ranked = self.ranker.rank(readers, self.candidates, allowed)
         return [(chosen, int(mask.sum())) for chosen, mask in zip(ranked, allowed)]
 
