@@ -117,7 +117,6 @@ class RankingConfig(BaseModel):
     diversity: float = Field(default=0.5, ge=0, lt=1)
     duplicate_similarity: float = Field(default=0.6, ge=0, lt=1)
 
-
     @model_validator(mode="after")
     def _window(self) -> "RankingConfig":
         if self.lookback_days > self.max_window_days:

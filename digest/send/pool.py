@@ -171,7 +171,7 @@ class WorkerPool:
     connection crosses the fork (a worker opens its own to read histories). Answers come back in
     the order the tasks were given, however many batches are in hand."""
 
-    def __init__(self, messages: Messages, papers: Sequence[Paper], workers: int, db: Database, rank: RankTask | None = None) -> None:
+    def __init__(self, messages: Messages, papers: Sequence[Paper], workers: int, db: Database, rank: RankTask) -> None:
         self.messages = messages
         self.papers = papers
         self.workers = workers
@@ -220,11 +220,6 @@ class WorkerPool:
                 letters, now = task
                 answer = [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]
             self._results.put((number, answer))
-
-    @property
-    def ranks(self) -> bool:
-        """Whether the workers rank (they were given the run's ranker)."""
-        return self._rank is not None
 
     def rank(self, plans: Sequence) -> Iterator:
         """Each plan's `select.Choice`, in order (plans as `select.Wanted`): the work is shared

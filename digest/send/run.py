@@ -212,7 +212,7 @@ class Run:
                     prepared: _Prepared | None = None
                     if not stopped:
                         batch = next(batches, None)  # [] while waiting for other processes
-                        begun = self._rank(batch, selector) if batch else None
+                        begun = self._rank(batch) if batch else None
                         prepared = self._prepare(ranking, selector) if ranking is not None else None
                         ranking = begun
                         if waiting is not None:
@@ -237,12 +237,12 @@ class Run:
                 if leasing:  # whatever this run did not finish is free for another process at once
                     sender.leases.release(p.subscriber.id for p in plans)
 
-    def _rank(self, plans: list[Plan], selector: Selector) -> _Ranking:
+    def _rank(self, plans: list[Plan]) -> _Ranking:
         """One batch of subscribers to rank together: handed to the worker processes now, if
         they rank, else ranked here when the batch is claimed."""
         fresh = [p for p in plans if p.existing is None]
         workers = self.state.workers
-        choices = workers.rank([p.wanted() for p in fresh]) if fresh and workers is not None and workers.ranks else None
+        choices = workers.rank([p.wanted() for p in fresh]) if fresh and workers is not None else None
         return _Ranking(plans, fresh, choices)
 
     def _prepare(self, ranking: _Ranking, selector: Selector) -> _Prepared:
@@ -259,7 +259,7 @@ class Run:
                 else:
                     jobs.append(job)
         if fresh:
-            selections = selector.selections(fresh, ranking.choices if ranking.choices is not None else selector.rank([p.wanted() for p in fresh]))
+            selections = selector.select(fresh) if ranking.choices is None else selector.selections(fresh, ranking.choices)
             if self.state.options.dry_run:
                 for plan, selection in zip(fresh, selections):
                     done[id(plan)] = _dry_run(selection)
