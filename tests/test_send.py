@@ -13,6 +13,7 @@ from lxml import html as lxml_html
 from sqlmodel import select
 
 from digest.config import load_config
+from digest.db import Database
 from digest.ingest import ingest_source
 from digest.mail.render import Renderer
 from digest.mail.transports import OutboxTransport
@@ -96,25 +97,37 @@ def test_each_profile_gets_its_own_topics_first(workdir: Workdir) -> None:
         assert any(phrase in whys[0] for phrase in interests[email]) or "(followed)" in whys[0], (email, whys[0])
 
 
+#: The first day of the tests that follow one reader over several days.
+DAY1 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
+
+
+def first_digest(workdir: Workdir, name: str, interests: str) -> tuple[Database, Clock]:
+    """The sample feed ingested just before `DAY1`, one reader `name`@example.org of `interests`
+    (at most 3 items), and their digest of `DAY1` sent."""
+    db = workdir.db()
+    ingest_source(db, "config/sample-feed.jsonl", now=DAY1 - dt.timedelta(hours=1))
+    profile(workdir, f"{name}.yaml", f"email: {name}@example.org\ninterests: [{interests}]\nmax_items: 3\n")
+    sync_profiles(db, workdir.path / "config" / "subscribers")
+    clock = Clock(DAY1)
+    report = make_sender(workdir, clock).run(only=f"{name}@example.org")
+    assert [o.status for o in report.outcomes] == ["sent"]
+    return db, clock
+
+
+def ingest_paper(db: Database, path: Path, title: str, abstract: str, now: dt.datetime) -> None:
+    path.write_text(json.dumps({"title": title, "abstract": abstract}) + "\n")
+    ingest_source(db, str(path), now=now)
+
+
 @both_databases
 def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workdir: Workdir, tmp_path: Path) -> None:
-    db = workdir.db()
-    day1 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
-    ingest_source(db, "config/sample-feed.jsonl", now=day1 - dt.timedelta(hours=1))
-    profile(workdir, "many.yaml", "email: many@example.org\ninterests: [quantum error correction, variational quantum algorithms]\nmax_items: 3\n")
-    sync_profiles(db, workdir.path / "config" / "subscribers")
-
-    clock = Clock(day1)
-    report = make_sender(workdir, clock).run(only="many@example.org")
-    assert [o.status for o in report.outcomes] == ["sent"]
+    db, clock = first_digest(workdir, "many", "quantum error correction, variational quantum algorithms")
     # The day before, never sent: its window covers the same papers, but those already sent are out.
     make_sender(workdir, clock).run(date=dt.date(2026, 11, 21), only="many@example.org")
 
-    extra = tmp_path / "next.jsonl"
-    extra.write_text(json.dumps({"title": "Lattice surgery for quantum error correction on small devices",
-                                 "abstract": "Quantum error correction with lattice surgery and surface codes."}) + "\n")
-    clock.now = day1 + dt.timedelta(days=1)
-    ingest_source(db, str(extra), now=clock.now - dt.timedelta(hours=1))
+    clock.now = DAY1 + dt.timedelta(days=1)
+    ingest_paper(db, tmp_path / "next.jsonl", "Lattice surgery for quantum error correction on small devices",
+                 "Quantum error correction with lattice surgery and surface codes.", clock.now - dt.timedelta(hours=1))
     make_sender(workdir, clock).run(only="many@example.org")
     with db.session() as session:
         digests = session.exec(select(Digest).order_by(Digest.local_date)).all()
@@ -135,18 +148,10 @@ def test_a_paper_is_never_sent_twice_and_the_next_day_brings_only_new_ones(workd
 def test_a_digest_after_a_long_pause_looks_back_at_most_max_window_days(workdir: Workdir, tmp_path: Path, away: int, expected: str) -> None:
     """Back after weeks without a digest: the papers of the last `max_window_days` (14) are the
     candidates, not all since the last digest (which would make the whole run rank weeks of papers)."""
-    db = workdir.db()
-    day1 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
-    ingest_source(db, "config/sample-feed.jsonl", now=day1 - dt.timedelta(hours=1))
-    profile(workdir, "back.yaml", "email: back@example.org\ninterests: [quantum error correction]\nmax_items: 3\n")
-    sync_profiles(db, workdir.path / "config" / "subscribers")
-    clock = Clock(day1)
-    assert [o.status for o in make_sender(workdir, clock).run(only="back@example.org").outcomes] == ["sent"]
+    db, clock = first_digest(workdir, "back", "quantum error correction")
     for days, title in ((2, "Lattice surgery for quantum error correction on small devices"), (20, "Neural decoders for quantum error correction with surface codes")):
-        extra = tmp_path / f"day-{days}.jsonl"
-        extra.write_text(json.dumps({"title": title, "abstract": "Quantum error correction with surface codes and lattice surgery."}) + "\n")
-        ingest_source(db, str(extra), now=day1 + dt.timedelta(days=days))
-    clock.now = day1 + dt.timedelta(days=away)
+        ingest_paper(db, tmp_path / f"day-{days}.jsonl", title, "Quantum error correction with surface codes and lattice surgery.", DAY1 + dt.timedelta(days=days))
+    clock.now = DAY1 + dt.timedelta(days=away)
     report = make_sender(workdir, clock).run(only="back@example.org")
     assert [o.status for o in report.outcomes] == ["sent"]
     with db.session() as session:
