@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 from collections import Counter
 from email import message_from_bytes, policy
@@ -418,3 +419,19 @@ def test_a_corpus_of_stop_words_means_no_matches_not_a_crash(workdir: Workdir) -
     assert [o.status for o in report.outcomes] == ["empty"] * 5 and not report.failed
     shown = workdir.cli("preview", "ada@example.org", "--date", "2026-11-24")  # and the command says so, as it did not
     assert shown.returncode == 0 and "none of" in shown.stdout and "Traceback" not in shown.stderr, shown.stderr
+
+
+def test_a_run_holds_the_profiles_of_the_batches_in_hand_only(workdir: Workdir) -> None:
+    """At 100,000 subscribers their profiles alone are hundreds of megabytes: a run reads them
+    batch by batch and lets each batch's go once it is delivered."""
+    for n in range(8):
+        profile(workdir, f"zz-{n}.yaml", f"email: reader{n}@example.org\ninterests: [speculative decoding, graph neural networks]\n")
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare(now=now - dt.timedelta(hours=1))
+    settings = workdir.settings(DIGEST_SEND_BATCH="2")
+    sender = DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), Clock(now))
+    alive: list[int] = []
+    report = sender.run(on_progress=lambda outcome: alive.append(sum(isinstance(o, Subscriber) for o in gc.get_objects())))
+    assert Counter(o.status for o in report.outcomes) == {DigestStatus.SENT: 12}
+    assert len(workdir.outbox()) == 12
+    assert max(alive) <= 3 * 2  # three batches in hand (ranked, made, delivered), two subscribers each

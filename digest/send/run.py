@@ -39,7 +39,7 @@ from ..settings import Settings
 from .deliver import Delivery, Job
 from .ledger import Ledger, interrupted
 from .pool import Addressee, Letter, Messages, Unmade, WorkerPool, made
-from .select import Choice, Plan, Selection, Selector, is_paused, local_today
+from .select import Choice, Member, Plan, Selection, Selector, is_paused, local_today
 from .share import LeasedBatches
 from .state import Outcome, RunState, SendOptions, SendReport, Untouched
 
@@ -86,6 +86,12 @@ class DigestSender:
     def subscribers(self, only: str | None = None) -> list[Subscriber]:
         with self.db.session() as session:
             return list(session.exec(_active(only).order_by(Subscriber.email)).all())
+
+    def members(self, only: str | None = None) -> list[Member]:
+        """What the plan of the day needs of each subscriber `subscribers` gives, without their profiles."""
+        fields = [getattr(Subscriber, name) for name in Member.__slots__]
+        with self.db.engine.connect() as connection:
+            return [Member(*row) for row in connection.execute(_active(only).with_only_columns(*fields).order_by(Subscriber.email))]
 
     def count(self, only: str | None = None) -> int:
         """How many subscribers `subscribers` gives, counted by the database (at 100,000 a read
@@ -159,16 +165,16 @@ class Run:
 
     def execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
         state, report, now = self.state, self.state.report, self.state.now
-        subscribers = self.sender.subscribers(only)
+        members = self.sender.members(only)
         if state.options.due_only and date is None:
-            subscribers = [s for s in subscribers if is_due(s.send_at, s.timezone, now)]
-        for subscriber in [s for s in subscribers if is_paused(s, date or local_today(s, now))]:
-            report.outcomes.append(Outcome(subscriber.email, date or local_today(subscriber, now), Untouched.PAUSED, detail=f"paused until {subscriber.paused_until}"))
-        subscribers = [s for s in subscribers if not is_paused(s, date or local_today(s, now))]
-        if not subscribers:
+            members = [m for m in members if is_due(m.send_at, m.timezone, now)]
+        for member in [m for m in members if is_paused(m, date or local_today(m, now))]:
+            report.outcomes.append(Outcome(member.email, date or local_today(member, now), Untouched.PAUSED, detail=f"paused until {member.paused_until}"))
+        members = [m for m in members if not is_paused(m, date or local_today(m, now))]
+        if not members:
             return report
         selector = self.sender.selector(now)
-        plans = selector.plan(subscribers, date)
+        plans = selector.plan(members, date)
         try:
             self._batches(plans, selector, on_progress)
         except DeliveryError as exc:  # the transport could not be opened (an outbox folder that cannot be made)
@@ -212,6 +218,8 @@ class Run:
                     prepared: _Prepared | None = None
                     if not stopped:
                         batch = next(batches, None)  # [] while waiting for other processes
+                        if batch:
+                            selector.attach(batch)
                         begun = self._rank(batch) if batch else None
                         prepared = self._prepare(ranking, selector) if ranking is not None else None
                         ranking = begun
@@ -223,7 +231,9 @@ class Run:
                                 for outcome in outcomes:
                                     on_progress(outcome)
                             if leasing:
-                                sender.leases.release(p.subscriber.id for p in waiting.plans)
+                                sender.leases.release(p.subscriber_id for p in waiting.plans)
+                            for plan in waiting.plans:
+                                plan.subscriber = None  # a run of 100,000 holds the profiles of the batches in hand only
                             waiting = None
                     if stopped:
                         report.stopped = True
@@ -235,7 +245,7 @@ class Run:
             finally:
                 state.threads = state.workers = None
                 if leasing:  # whatever this run did not finish is free for another process at once
-                    sender.leases.release(p.subscriber.id for p in plans)
+                    sender.leases.release(p.subscriber_id for p in plans)
 
     def _rank(self, plans: list[Plan]) -> _Ranking:
         """One batch of subscribers to rank together: handed to the worker processes now, if
@@ -265,7 +275,7 @@ class Run:
                     done[id(plan)] = _dry_run(selection)
             else:
                 for plan, selection, claim in zip(fresh, selections, self.ledger.claim_many(selections)):
-                    outcome = Outcome(plan.subscriber.email, plan.local_date, Untouched.ALREADY)
+                    outcome = Outcome(plan.email, plan.local_date, Untouched.ALREADY)
                     if claim is None:
                         outcome.detail = "claimed by another run"
                         done[id(plan)] = outcome
@@ -274,7 +284,7 @@ class Run:
                         done[id(plan)] = outcome
                     else:
                         digest_id, items = claim
-                        letter = Letter(digest_id, plan.local_date, Addressee.of(plan.subscriber), items, tuple(ranked.index for ranked in selection.ranked))
+                        letter = Letter(digest_id, plan.local_date, Addressee.of(plan.profile), items, tuple(ranked.index for ranked in selection.ranked))
                         jobs.append(Job(plan, letter, selection.papers, outcome, DigestStatus.PENDING))
         return _Prepared(plans, done, jobs, self._messages(jobs))
 
@@ -288,7 +298,7 @@ class Run:
 
     def _resume(self, plan: Plan) -> tuple[Outcome, Job | None]:
         """A digest that exists already: left alone, recovered, or (as a job) delivered now."""
-        outcome = Outcome(plan.subscriber.email, plan.local_date, Untouched.ALREADY)
+        outcome = Outcome(plan.email, plan.local_date, Untouched.ALREADY)
         status = DigestStatus(plan.existing.status)
         if status == DigestStatus.SENDING:
             return self._recover(plan, outcome)
@@ -302,11 +312,11 @@ class Run:
 
     def _job(self, plan: Plan, outcome: Outcome, state: DigestStatus) -> Job:
         items, papers = load_items(self.sender.db, plan.existing.id)
-        return Job(plan, Letter.of(plan.existing, plan.subscriber, items), papers, outcome, state)
+        return Job(plan, Letter.of(plan.existing, plan.profile, items), papers, outcome, state)
 
     def _recover(self, plan: Plan, outcome: Outcome) -> tuple[Outcome, Job | None]:
         """A digest found `sending`: in flight in a live run (left alone), or interrupted."""
-        digest, subscriber, now = plan.existing, plan.subscriber, self.state.now
+        digest, subscriber, now = plan.existing, plan.profile, self.state.now
         if not interrupted(digest, now, self.state.in_flight, self.state.gone):
             outcome.detail = f"being sent by {digest.claimed_by}"
             return outcome, None

@@ -4,7 +4,8 @@ A plan says which local date a subscriber's digest is for, whether it exists alr
 candidate window (since the end of the last digest's, at most `max_window_days` long). The
 selector loads the candidates of all plans once (one text model fitted per run, every candidate
 vectorized once) and ranks them for a batch of subscribers at a time, through the ranker
-(`digest/ranking/`).
+(`digest/ranking/`). A day is planned from a few fields of each subscriber (`Member`); their
+profiles are read a batch at a time.
 """
 
 from __future__ import annotations
@@ -37,7 +38,20 @@ log = logging.getLogger(__name__)
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
-def is_paused(subscriber: Subscriber, day: dt.date) -> bool:
+@dataclass(frozen=True, slots=True)
+class Member:
+    """What the plan of a day needs of a subscriber, read for every subscriber at once
+    (`DigestSender.members`). Their profile (`Subscriber`, some kilobytes each) is read with their
+    batch (`Selector.attach`), so that a run of 100,000 never holds them all."""
+
+    id: int
+    email: str
+    timezone: str
+    send_at: str
+    paused_until: dt.date | None
+
+
+def is_paused(subscriber: Subscriber | Member, day: dt.date) -> bool:
     """Whether `subscriber` asked for no digest on local date `day` (`paused_until` is the first day back)."""
     return subscriber.paused_until is not None and day < subscriber.paused_until
 
@@ -61,7 +75,7 @@ class Selection:
         return f"none of {self.candidates} new papers matched the interests"
 
 
-def local_today(subscriber: Subscriber, now: dt.datetime) -> dt.date:
+def local_today(subscriber: Subscriber | Member, now: dt.datetime) -> dt.date:
     return local_date(now, subscriber.timezone)
 
 
@@ -88,20 +102,31 @@ class Plan:
     announcement, in (`window_start`, `cutoff`], since when the service first saw a paper says
     nothing about that day; today's takes the papers first seen since `window_start`."""
 
-    subscriber: Subscriber
+    subscriber_id: int
+    email: str
     local_date: dt.date
     existing: Digest | None
     window_start: dt.datetime
     cutoff: dt.datetime = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
     past: bool = False
+    #: The subscriber's profile: read with the plan's batch (`Selector.attach`) and let go once
+    #: the batch is delivered.
+    subscriber: Subscriber | None = None
 
     @property
     def window_end(self) -> dt.datetime | None:
         """Where the window of the next digest begins: the cutoff of a past date, else the run's time."""
         return self.cutoff if self.past else None
 
+    @property
+    def profile(self) -> Subscriber:
+        """The subscriber, attached (`Selector.attach`)."""
+        if self.subscriber is None:
+            raise RuntimeError(f"the profile of subscriber {self.subscriber_id} was not read with its batch")
+        return self.subscriber
+
     def wanted(self) -> Wanted:
-        return Wanted(self.subscriber.id, Interests.from_subscriber(self.subscriber), self.subscriber.max_items, self.window_start, self.cutoff, self.past)
+        return Wanted(self.subscriber_id, Interests.from_subscriber(self.profile), self.profile.max_items, self.window_start, self.cutoff, self.past)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +159,9 @@ class Selector:
         self.papers: list[Paper] = []
         self._sent: dict[int, set[int]] = {}
 
-    def plan(self, subscribers: Sequence[Subscriber], date: dt.date | None = None) -> list[Plan]:
-        """Each subscriber's local date, existing digest and candidate window, then the corpus loaded."""
+    def plan(self, subscribers: Sequence[Subscriber | Member], date: dt.date | None = None) -> list[Plan]:
+        """Each subscriber's local date, existing digest and candidate window, then the corpus loaded.
+        A plan of a `Subscriber` has its profile attached; one of a `Member`, not yet (`attach`)."""
         dates = {s.id: date or local_today(s, self.now) for s in subscribers}
         lookback = dt.timedelta(days=self.config.ranking.lookback_days)
         longest = dt.timedelta(days=self.config.ranking.max_window_days)
@@ -147,7 +173,7 @@ class Selector:
             past = day < local_today(s, self.now)
             end = cutoff if past else self.now
             start = max(last_end.get(s.id) or end - lookback, end - longest)
-            plans.append(Plan(s, day, existing.get(s.id), start, cutoff, past))
+            plans.append(Plan(s.id, s.email, day, existing.get(s.id), start, cutoff, past, s if isinstance(s, Subscriber) else None))
         todo = [p for p in plans if p.existing is None]
         if todo:
             self._load(todo)
@@ -193,7 +219,7 @@ class Selector:
         since = min(live) if live else None
         backfill = (min(p.window_start for p in plans if p.past), max(p.cutoff for p in plans if p.past)) if len(live) < len(plans) else None
         fit_since = min(since or self.now, self.now - dt.timedelta(days=cfg.fit_days))
-        history_ids, clicks = model_papers(self.db, [p.subscriber.id for p in plans])
+        history_ids, clicks = model_papers(self.db, [p.subscriber_id for p in plans])
         corpus = recent_corpus(self.db, fit_since, self.now, history_ids, announced=backfill)
         fresh = [
             i for i, p in enumerate(corpus)
@@ -212,14 +238,13 @@ class Selector:
         self.papers = [corpus[i] for i in fresh]
         if not self.papers:
             return
-        subscribers = [p.subscriber for p in plans]
-        phrases = {phrase for s in subscribers for phrase in Interests.from_subscriber(s).all_phrases()}
+        phrases = self._phrases(plans)
         self.model = TextModel()
         counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
         row = {p.id: i for i, p in enumerate(corpus)}
         example_ids = sorted(p for p in history_ids if p in row)
         recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
-        vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, subscribers)
+        vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, phrases)
         self.candidates = Candidates.build(
             self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers],
             vectors[fresh] if vectors is not None else None, texts=[paper_text(p.title, p.abstract, p.authors) for p in self.papers], phrases=phrases,
@@ -235,7 +260,27 @@ class Selector:
         self._announced = np.array([announced(p).timestamp() for p in self.papers])
         self._ids = np.array([p.id for p in self.papers])
 
-    def _embeddings(self, corpus: Sequence[Paper], fresh: Sequence[int], examples: Sequence[int], recent: Sequence[int], subscribers: Sequence[Subscriber]) -> np.ndarray | None:
+    def _phrases(self, plans: Sequence[Plan]) -> set[str]:
+        """Every phrase of the plans' subscribers (their interests and what they avoid): of the
+        profiles attached, else read (only those two fields) a chunk of subscribers at a time."""
+        phrases = {phrase for p in plans if p.subscriber is not None for phrase in Interests.from_subscriber(p.subscriber).all_phrases()}
+        unread = [p.subscriber_id for p in plans if p.subscriber is None]
+        with self.db.session() as session:
+            for part in chunks(unread):
+                for interests, avoid in session.exec(select(Subscriber.interests, Subscriber.avoid).where(col(Subscriber.id).in_(part))):
+                    phrases.update(i["phrase"] if isinstance(i, dict) else i.phrase for i in interests)
+                    phrases.update(avoid)
+        return phrases
+
+    def attach(self, plans: Sequence[Plan]) -> None:
+        """Read the profiles of `plans` that have none yet (a batch's: one query)."""
+        unread = {p.subscriber_id: p for p in plans if p.subscriber is None}
+        with self.db.session() as session:
+            for part in chunks(list(unread)):
+                for subscriber in session.exec(select(Subscriber).where(col(Subscriber.id).in_(part))):
+                    unread[subscriber.id].subscriber = subscriber
+
+    def _embeddings(self, corpus: Sequence[Paper], fresh: Sequence[int], examples: Sequence[int], recent: Sequence[int], phrases: set[str]) -> np.ndarray | None:
         """The corpus' embeddings (rows of zeros where a paper has none), loaded in batch: the
         candidates' and the examples' are computed now if they are missing (papers met before
         the model was set); the older pool's are left to `digest embed`. The subscribers'
@@ -250,7 +295,7 @@ class Selector:
         lacking = len(recent) - int(found[list(recent)].sum()) if len(recent) else 0
         if lacking:
             log.info("%d recent papers have no embedding (run `digest embed` to compute them)", lacking)
-        phrase_vectors(self.db, self.embedder, {p for s in subscribers for p in Interests.from_subscriber(s).all_phrases()})
+        phrase_vectors(self.db, self.embedder, phrases)
         return vectors
 
     def select(self, plans: Sequence[Plan]) -> list[Selection]:
@@ -282,6 +327,6 @@ class Selector:
     def selections(self, plans: Sequence[Plan], choices: Iterable[Choice]) -> list[Selection]:
         """The selection of each plan from its choice (`rank`)."""
         return [
-            Selection(plan.subscriber, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], list(chosen), count)
+            Selection(plan.profile, plan.local_date, plan.window_start, plan.window_end or self.now, [self.papers[r.index] for r in chosen], list(chosen), count)
             for plan, (chosen, count) in zip(plans, choices, strict=True)
         ]

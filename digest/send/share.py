@@ -84,7 +84,7 @@ class LeasedBatches:
                 for start in range(0, len(mine), self.size):
                     yield mine[start : start + self.size]
                 continue
-            for holder, count in self.leases.held_by_others(p.subscriber.id for p in rest).items():
+            for holder, count in self.leases.held_by_others(p.subscriber_id for p in rest).items():
                 report.waited_for[holder] = max(report.waited_for.get(holder, 0), count)
             log.info("waiting for %s", ", ".join(f"{holder} ({count} subscribers)" for holder, count in report.waited_for.items()) or "other processes")
             yield []  # deliver what is in hand before waiting
@@ -93,13 +93,13 @@ class LeasedBatches:
                 time.sleep(0.1)
 
     def _take(self, wanted: list[Plan]) -> list[Plan]:
-        got = self.leases.take((p.subscriber.id, p.local_date) for p in wanted)
+        got = self.leases.take((p.subscriber_id, p.local_date) for p in wanted)
         self.state.gone.update(got.expired_holders)
         report = self.state.report
         for holder, count in got.taken_over.items():
             report.taken_over[holder] = report.taken_over.get(holder, 0) + count
             log.warning("took over %d subscribers from %s, whose send lease ran out", count, holder)
-        return [p for p in wanted if p.subscriber.id in got.subscribers]
+        return [p for p in wanted if p.subscriber_id in got.subscribers]
 
     def _by_others(self, plan: Plan) -> None:
         status = DigestStatus(plan.existing.status)
@@ -110,6 +110,6 @@ def refresh(ledger: Ledger, plans: Sequence[Plan]) -> None:
     """Read again the digests of `plans` (another process may have made or moved them)."""
     if not plans:
         return
-    found = ledger.digests((p.subscriber.id, p.local_date) for p in plans)
+    found = ledger.digests((p.subscriber_id, p.local_date) for p in plans)
     for plan in plans:
-        plan.existing = found.get((plan.subscriber.id, plan.local_date))
+        plan.existing = found.get((plan.subscriber_id, plan.local_date))
