@@ -435,3 +435,31 @@ def test_a_run_holds_the_profiles_of_the_batches_in_hand_only(workdir: Workdir) 
     assert Counter(o.status for o in report.outcomes) == {DigestStatus.SENT: 12}
     assert len(workdir.outbox()) == 12
     assert max(alive) <= 3 * 2  # three batches in hand (ranked, made, delivered), two subscribers each
+
+
+def test_a_subscriber_who_unsubscribes_while_a_run_goes_on_gets_nothing_more(workdir: Workdir) -> None:
+    """Profiles are read with their batch: one who unsubscribes (by the one-click link) after the
+    run began and before their batch is read gets no digest, and the run says so."""
+    for n in range(6):
+        profile(workdir, f"zz-{n}.yaml", f"email: reader{n}@example.org\ninterests: [speculative decoding, graph neural networks]\n")
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare(now=now - dt.timedelta(hours=1))
+    settings = workdir.settings(DIGEST_SEND_BATCH="2")
+    db = workdir.db()
+    sender = DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), Clock(now))
+    last = sender.members()[-1].email  # in the last batch (by address)
+
+    def unsubscribe_once(_outcome) -> None:
+        with db.transaction() as session:
+            subscriber = session.exec(select(Subscriber).where(Subscriber.email == last)).one()
+            if subscriber.unsubscribed_at is None:
+                subscriber.unsubscribed_at = now
+                session.add(subscriber)
+
+    report = sender.run(on_progress=unsubscribe_once)
+    by_email = {o.email: o.status for o in report.outcomes}
+    assert by_email.pop(last) == "unsubscribed"
+    assert set(by_email.values()) == {DigestStatus.SENT} and len(by_email) == 9
+    sent_to = {parse(path)["To"].addresses[0].addr_spec for path in workdir.outbox()}
+    assert last not in sent_to and len(sent_to) == 9
+    assert report.left == 0 and not report.stopped

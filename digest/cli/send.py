@@ -110,7 +110,7 @@ def print_send(report: SendReport) -> None:
     elif all(o.status == Untouched.ALREADY for o in report.outcomes) and not report.others:
         console.print("Nothing new to send: every digest for today was sent already.")
     elif report.outcomes and not all(o.status == Untouched.ALREADY for o in report.outcomes):
-        order = (DigestStatus.SENT, DigestStatus.EMPTY, Untouched.ALREADY, Untouched.PAUSED, *PROBLEMS, Untouched.DRY_RUN)
+        order = (DigestStatus.SENT, DigestStatus.EMPTY, Untouched.ALREADY, Untouched.PAUSED, Untouched.LEFT, *PROBLEMS, Untouched.DRY_RUN)
         counts = {s: report.count(s) for s in order}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         if report.retries:

@@ -219,7 +219,7 @@ class Run:
                     if not stopped:
                         batch = next(batches, None)  # [] while waiting for other processes
                         if batch:
-                            selector.attach(batch)
+                            batch = self._subscribed(selector, batch, on_progress)
                         begun = self._rank(batch) if batch else None
                         prepared = self._prepare(ranking, selector) if ranking is not None else None
                         ranking = begun
@@ -246,6 +246,24 @@ class Run:
                 state.threads = state.workers = None
                 if leasing:  # whatever this run did not finish is free for another process at once
                     sender.leases.release(p.subscriber_id for p in plans)
+
+    def _subscribed(self, selector: Selector, batch: list[Plan], on_progress: Callable[[Outcome], None] | None) -> list[Plan]:
+        """The plans of `batch`, their profiles read now, whose subscriber still gets digests: one
+        who unsubscribed or was switched off after the run began (a run of 100,000 takes minutes)
+        gets nothing more, and is reported so."""
+        selector.attach(batch)
+        kept, left = [], []
+        for plan in batch:
+            (kept if plan.profile.active and plan.profile.unsubscribed_at is None else left).append(plan)
+        for plan in left:
+            outcome = Outcome(plan.email, plan.local_date, Untouched.LEFT, detail="unsubscribed while this run went on")
+            self.state.report.outcomes.append(outcome)
+            if on_progress:
+                on_progress(outcome)
+            plan.subscriber = None
+        if left and not self.state.options.dry_run:
+            self.sender.leases.release(p.subscriber_id for p in left)
+        return kept
 
     def _rank(self, plans: list[Plan]) -> _Ranking:
         """One batch of subscribers to rank together: handed to the worker processes now, if

@@ -25,6 +25,7 @@ class Untouched(enum.StrEnum):
 
     ALREADY = "already"  # settled before this run, or by another run meanwhile, or in another run's hands
     PAUSED = "paused"  # the subscriber asked for no digest that day
+    LEFT = "unsubscribed"  # unsubscribed (or switched off) after the run began, before their batch
     DRY_RUN = "dry-run"  # would be sent (`--dry-run`)
 
 
