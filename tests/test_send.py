@@ -41,9 +41,9 @@ def parse(path: Path):
     return message_from_bytes(path.read_bytes(), policy=policy.default)
 
 
-def make_sender(workdir: Workdir, clock: Clock) -> DigestSender:
-    settings = workdir.settings()
-    return DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), clock)
+def make_sender(workdir: Workdir, clock: Clock, db: Database | None = None, **settings_overrides: str) -> DigestSender:
+    settings = workdir.settings(**settings_overrides)
+    return DigestSender(db or workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), clock)
 
 
 def profile(workdir: Workdir, name: str, text: str) -> None:
@@ -428,8 +428,7 @@ def test_a_run_holds_the_profiles_of_the_batches_in_hand_only(workdir: Workdir) 
         profile(workdir, f"zz-{n}.yaml", f"email: reader{n}@example.org\ninterests: [speculative decoding, graph neural networks]\n")
     now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     workdir.prepare(now=now - dt.timedelta(hours=1))
-    settings = workdir.settings(DIGEST_SEND_BATCH="2")
-    sender = DigestSender(workdir.db(), settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), Clock(now))
+    sender = make_sender(workdir, Clock(now), DIGEST_SEND_BATCH="2")
     alive: list[int] = []
     report = sender.run(on_progress=lambda outcome: alive.append(sum(isinstance(o, Subscriber) for o in gc.get_objects())))
     assert Counter(o.status for o in report.outcomes) == {DigestStatus.SENT: 12}
@@ -444,9 +443,8 @@ def test_a_subscriber_who_unsubscribes_while_a_run_goes_on_gets_nothing_more(wor
         profile(workdir, f"zz-{n}.yaml", f"email: reader{n}@example.org\ninterests: [speculative decoding, graph neural networks]\n")
     now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
     workdir.prepare(now=now - dt.timedelta(hours=1))
-    settings = workdir.settings(DIGEST_SEND_BATCH="2")
     db = workdir.db()
-    sender = DigestSender(db, settings, load_config(settings.config_path), Renderer(settings.templates_dir), OutboxTransport(settings.outbox), Clock(now))
+    sender = make_sender(workdir, Clock(now), db, DIGEST_SEND_BATCH="2")
     last = sender.members()[-1].email  # in the last batch (by address)
 
     def unsubscribe_once(_outcome) -> None:
