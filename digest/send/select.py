@@ -262,14 +262,15 @@ class Selector:
 
     def _phrases(self, plans: Sequence[Plan]) -> set[str]:
         """Every phrase of the plans' subscribers (their interests and what they avoid): of the
-        profiles attached, else read (only those two fields) a chunk of subscribers at a time."""
+        profiles attached, else read (only the fields of their `Interests`) a chunk of subscribers
+        at a time."""
         phrases = {phrase for p in plans if p.subscriber is not None for phrase in Interests.from_subscriber(p.subscriber).all_phrases()}
         unread = [p.subscriber_id for p in plans if p.subscriber is None]
+        fields = (Subscriber.interests, Subscriber.avoid, Subscriber.authors, Subscriber.categories)  # what `Interests.from_subscriber` reads
         with self.db.session() as session:
             for part in chunks(unread):
-                for interests, avoid in session.exec(select(Subscriber.interests, Subscriber.avoid).where(col(Subscriber.id).in_(part))):
-                    phrases.update(i["phrase"] if isinstance(i, dict) else i.phrase for i in interests)
-                    phrases.update(avoid)
+                for row in session.exec(select(*fields).where(col(Subscriber.id).in_(part))):
+                    phrases.update(Interests.from_subscriber(row).all_phrases())
         return phrases
 
     def attach(self, plans: Sequence[Plan]) -> None:
