@@ -273,19 +273,16 @@ class Run:
         """The plans of `batch`, their profiles read now, whose subscriber still gets digests: one
         who unsubscribed or was switched off after the run began (a run of 100,000 takes minutes)
         gets nothing more, and is reported so."""
-        selector.attach(batch)
-        kept, left = [], []
-        for plan in batch:
-            (kept if plan.profile.active and plan.profile.unsubscribed_at is None else left).append(plan)
+        selector.attach(batch, _active(None))
+        left = [plan for plan in batch if plan.subscriber is None]
         for plan in left:
             outcome = Outcome(plan.email, plan.local_date, Untouched.LEFT, detail="unsubscribed while this run went on")
             self.state.report.outcomes.append(outcome)
             if on_progress:
                 on_progress(outcome)
-            plan.subscriber = None
         if left and not self.state.options.dry_run:
             self.sender.leases.release(p.subscriber_id for p in left)
-        return kept
+        return [plan for plan in batch if plan.subscriber is not None]
 
     def _rank(self, plans: list[Plan]) -> _Ranking:
         """One batch of subscribers to rank together: handed to the worker processes now, if

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlmodel import col, select
+from sqlmodel.sql.expression import Select
 
 from ..config import AppConfig
 from ..db import Database, chunks
@@ -273,12 +274,13 @@ class Selector:
                     phrases.update(Interests.from_subscriber(row).all_phrases())
         return phrases
 
-    def attach(self, plans: Sequence[Plan]) -> None:
-        """Read the profiles of `plans` that have none yet (a batch's: one query)."""
+    def attach(self, plans: Sequence[Plan], among: Select) -> None:
+        """Read the profiles of `plans` that have none yet, of the subscribers `among` selects (a
+        batch's: one query); a plan whose subscriber it does not select keeps none."""
         unread = {p.subscriber_id: p for p in plans if p.subscriber is None}
         with self.db.session() as session:
             for part in chunks(list(unread)):
-                for subscriber in session.exec(select(Subscriber).where(col(Subscriber.id).in_(part))):
+                for subscriber in session.exec(among.where(col(Subscriber.id).in_(part))):
                     unread[subscriber.id].subscriber = subscriber
 
     def _embeddings(self, corpus: Sequence[Paper], fresh: Sequence[int], examples: Sequence[int], recent: Sequence[int], phrases: set[str]) -> np.ndarray | None:
