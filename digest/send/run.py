@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.sql.expression import Select
+from threadpoolctl import threadpool_limits
 
 from ..config import AppConfig
 from ..coordination import SendLeases, process_name
@@ -185,8 +186,15 @@ class Run:
         self.delivery = Delivery(sender.ledger, sender.transport, sender.settings.sender, state)
 
     def execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
-        state, report, now = self.state, self.state.report, self.state.now
         return_large_blocks()
+        # One BLAS thread in this process and in the workers it forks: a run already keeps every core
+        # busy with a process of its own, and OpenBLAS's extra threads only spin, waiting for work
+        # (10,000 subscribers: 34.4/34.9 -> 31.3/31.9 CPU s, the same time).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._execute(date, only, on_progress)
+
+    def _execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
+        state, report, now = self.state, self.state.report, self.state.now
         members = self.sender.members(only)
         if state.options.due_only and date is None:
             members = [m for m in members if is_due(m.send_at, m.timezone, now)]
