@@ -615,16 +615,20 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
     def timed(name: str, url: str, processes: int, note: str) -> Stage:
         outbox = workdir / f"outbox-{name}"
         since = utcnow()
+        machine = machine_cpu_seconds()
         started = time.perf_counter()
         procs = _senders(processes, _send_env(url, workdir, outbox, DIGEST_WORKERS="1"), workdir, name)
         codes, cpu = zip(*(_reap(p) for p in procs))
         seconds = time.perf_counter() - started
+        machine = machine_cpu_seconds() - machine
         count = tally(url, since, outbox)
         if any(codes):
             raise RuntimeError(f"{name}: digest send exited {codes}; see {workdir}/{name}-*.log")
         shutil.rmtree(outbox, ignore_errors=True)
         cpus = " + ".join(f"{c:.1f}" for c in cpu)
-        return Stage(name, world.users, "subscribers", seconds, 0.0, f"{note}: {count.words()}; {count.files:,} files; CPU s of each sender: {cpus}")
+        return Stage(name, world.users, "subscribers", seconds, 0.0,
+                     f"{note}: {count.words()}; {count.files:,} files; CPU s of each sender: {cpus}; "
+                     f"of the whole machine (senders, database server, all else): {machine:.1f} of {seconds * (os.cpu_count() or 1):.1f} there were")
 
     sqlite_copy = workdir / "sharing-sqlite.db"
     shutil.copy(world.path, sqlite_copy)
@@ -668,6 +672,13 @@ def bench_sharing(world: World, workdir: Path, make_database: Callable[..., str]
                         f"killed after {killed_at:,} messages; survivor exit {code}; SMTP server received {sum(received.values()):,} messages for "
                         f"{len(received):,} addresses, {duplicates} duplicates; digests: {count.words()} (lease {lease:g} s)"))
     return stages
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy so far (every process, the kernel's work
+    for them included): over a run, what it took of all there was, the database server's too."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
 
 
 def _reap(process: subprocess.Popen) -> tuple[int, float]:

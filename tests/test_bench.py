@@ -53,6 +53,16 @@ def test_the_memory_of_a_process_tree_counts_a_shared_page_once() -> None:
     assert memory.peak_root_rss / 2**20 > 280
 
 
+def test_the_machine_cpu_counts_what_another_process_burns() -> None:
+    from digest_lab.bench import machine_cpu_seconds
+
+    spin = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
+    before = machine_cpu_seconds()
+    subprocess.run([sys.executable, "-c", spin], check=True)
+    spent = machine_cpu_seconds() - before
+    assert spent >= 0.9, f"{spent:.2f} CPU s counted for a process that burned 1 s"
+
+
 def test_compare_needs_a_commit_of_the_checkout(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a commit"):
         checkout("no-such-ref-anywhere", tmp_path)
