@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -230,7 +230,9 @@ class TextModel(TransformerMixin, BaseEstimator):
         near_bucket = dict(zip(unordered, self._near_buckets(unordered))) if unordered else {}
         word_totals = np.zeros(len(phrases), np.float32)
         pair_totals = np.zeros(len(phrases), np.float32)
+        pairs_of: list[list[tuple[int, int, int, int]]] = []
         for j, tokens in enumerate(tokens_of):
+            pairs_of.append([])
             weight = {}
             for token in tokens:
                 column = self.vocabulary_.get(token)
@@ -248,13 +250,14 @@ class TextModel(TransformerMixin, BaseEstimator):
                         target.append(item)
                 for target, item in zip(near_entries, (near_bucket["|".join(sorted((a, b)))], j, value)):
                     target.append(item)
+                pairs_of[j].append((self.vocabulary_.get(a, -1), self.vocabulary_.get(b, -1), int(near_bucket["|".join(sorted((a, b)))]), int(pair_column[pair])))
         shape = (self.n_features_, len(phrases))
 
         def matrix(entries: tuple[list, list, list], rows_: int = shape[0]) -> sparse.csr_matrix:
             rows, cols, vals = entries
             return sparse.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(rows_, len(phrases)))
 
-        return PhraseWeights(matrix(word_entries), word_totals, matrix(pair_entries), pair_totals, tokens_of, matrix(near_entries, self.pair_buckets))
+        return PhraseWeights(matrix(word_entries), word_totals, matrix(pair_entries), pair_totals, tokens_of, matrix(near_entries, self.pair_buckets), pairs_of)
 
     def _pair_columns(self, pairs: Sequence[str]) -> np.ndarray:
         """The column of each pair ("a b"), or -1 where it is not a feature."""
@@ -289,6 +292,23 @@ class PhraseWeights:
     pair_totals: np.ndarray
     tokens: list[list[str]]
     near: sparse.csr_matrix | None = None  # near-pair buckets x phrases (`TextModel.near`)
+    #: Each phrase's consecutive word pairs: (column of one word, of the other (-1: unknown), near-pair bucket, pair column (-1: none)).
+    pairs_of: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
+
+    def held_together(self, phrase: int, present: sparse.csr_matrix, near: sparse.csr_matrix | None, row: int) -> bool:
+        """Whether paper `row` holds the words of `phrase` that it has close together: each pair
+        of the phrase's consecutive words that the paper has both of is within `NEAR` words of
+        each other (adjacent, without `near`). What a reason may call a match: "large language
+        models ... protein-ligand data" has all the words of "protein language model", and holds
+        "language model", but not "protein" with "language"; "language models of proteins" holds
+        both pairs. A phrase of one word: True."""
+        pairs = self.pairs_of[phrase] if phrase < len(self.pairs_of) else []
+        if not pairs:
+            return True
+        words = set(present.indices[present.indptr[row] : present.indptr[row + 1]].tolist())
+        close = set(near.indices[near.indptr[row] : near.indptr[row + 1]].tolist()) if near is not None else words
+        both = [(bucket if near is not None else column) for a, b, bucket, column in pairs if a in words and b in words]
+        return bool(both) and all(key in close for key in both)
 
     def coverage(self, present: sparse.csr_matrix, near: sparse.csr_matrix | None = None) -> np.ndarray:
         """How much of each phrase each paper contains (papers x phrases, 0..1); `present` is 1

@@ -139,3 +139,24 @@ def test_phrase_columns_are_the_same_however_phrases_are_batched(world) -> None:
                                texts=[paper_text(t, a) for t, a in PAPERS.values()], phrases=phrases)
     assert np.allclose(together, model.phrase_weights(phrases).coverage(limited.present, limited.near))  # the phrases' words suffice
     assert np.allclose(together, apart)
+
+
+def test_a_paper_with_the_words_of_an_interest_scattered_is_not_said_to_match_it() -> None:
+    papers = {  # invented for this test
+        "whole": ("Protein Language Models for Enzyme Design", "A protein language model proposes enzyme sequences that fold."),
+        "scattered": ("Folding Kinetics of a Membrane Protein",
+                      "Stopped-flow traces are fitted with a kinetic scheme; every measurement is then described in a formal language for "
+                      "laboratory protocols, and a Markov model is compared."),
+        **{f"filler-{n}": (f"A study of {topic}", f"We measure {topic} in the field and report what we found about {topic}.")
+           for n, topic in enumerate(["river sediment", "bird song", "glacier melt", "city traffic", "coral growth", "wind gusts"])},
+    }
+    texts = [paper_text(t, a) for t, a in papers.values()]
+    model = TextModel()
+    counts = model.fit_counts(texts, keep=["protein language model"])
+    candidates = Candidates.build(model, list(range(len(texts))), counts, [[]] * len(texts), [[]] * len(texts), texts=texts)
+    keys = list(papers)
+    coverage = dict(zip(keys, model.phrase_weights(["protein language model"]).coverage(candidates.present, candidates.near)[:, 0]))
+    assert coverage["whole"] == pytest.approx(1.0) and 0.75 <= coverage["scattered"] < 0.81  # all its words, none close together
+    ranked = Ranker(model, RankingConfig()).rank([Reader(1, Interests((("protein language model", 1.0),)), max_items=10)], candidates)[0]
+    reasons = {keys[r.index]: r.reason for r in ranked}
+    assert reasons == {"whole": "matches protein language model", "scattered": "has the words of “protein language model”"}

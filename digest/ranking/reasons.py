@@ -13,6 +13,9 @@ from .papers import Candidates, Examples, ProductRows
 from .readers import Ranked, Reader
 from .scoring import Scores
 
+#: A coverage this close to 1 is the phrase as written, or a variant holding all its words close together.
+WHOLE = 0.9999
+
 
 def reasons(
     config: RankingConfig, examples: Examples | None, i: int, row: int, reader: Reader, s: Scores, candidates: Candidates, mine: np.ndarray,
@@ -24,17 +27,27 @@ def reasons(
     reasons = []
     if mine.size:
         covered = s.matches.coverage[row, mine]
-        hits = [(covered[j], s.queries.phrases[c]) for j, c in enumerate(mine) if covered[j] >= cfg.min_match]
-        hits.sort(key=lambda h: -h[0])
-        if hits:
-            reasons.append("matches " + ", ".join(p for _, p in hits[:3]))
+        weights = s.matches.phrase_weights
+        # The phrase whole (coverage 1) is held together; a part of it is looked at pair by pair.
+        hits = sorted(
+            ((covered[j], s.queries.phrases[c], covered[j] >= WHOLE or weights is None or weights.held_together(int(c), candidates.present, candidates.near, row))
+             for j, c in enumerate(mine) if covered[j] >= cfg.min_match),
+            key=lambda h: -h[0],
+        )
+        whole = [p for _, p, held in hits if held]
+        close: list[str] = []
         if s.matches.related is not None and cfg.min_related < 1:
-            lexical = {p for _, p in hits}
-            close = [(s.matches.related[row, c], s.queries.phrases[c]) for c in mine
-                     if s.matches.related[row, c] >= cfg.min_related and s.queries.phrases[c] not in lexical]
-            close.sort(key=lambda h: -h[0])
-            if close:
-                reasons.append("close to " + ", ".join(f"“{p}”" for _, p in close[:2]))
+            near = sorted(((s.matches.related[row, c], s.queries.phrases[c]) for c in mine if s.matches.related[row, c] >= cfg.min_related), key=lambda h: -h[0])
+            close = [p for _, p in near if p not in whole]
+        # A phrase's words all there but scattered count as a match (a close variant may read so),
+        # but the reason says what the paper has, not that it is about the phrase.
+        scattered = [p for _, p, held in hits if not held and p not in close]
+        if whole:
+            reasons.append("matches " + ", ".join(whole[:3]))
+        if scattered and len(whole) < 3:
+            reasons.append("has the words of " + ", ".join(f"“{p}”" for p in scattered[: 3 - len(whole)]))
+        if close:
+            reasons.append("close to " + ", ".join(f"“{p}”" for p in close[:2]))
     # Said whenever the paper is like one the reader opened (`min_like`): true, and it is what
     # the learned model, whatever its share of the score, reads.
     if reader.history.positives and examples is not None and likeness is not None and likeness[row, i] >= cfg.min_like:
