@@ -248,9 +248,10 @@ class TextModel(TransformerMixin, BaseEstimator):
                 if pair_column[pair] >= 0:
                     for target, item in zip(pair_entries, (pair_column[pair], j, value)):
                         target.append(item)
-                for target, item in zip(near_entries, (near_bucket["|".join(sorted((a, b)))], j, value)):
+                bucket = int(near_bucket["|".join(sorted((a, b)))])
+                for target, item in zip(near_entries, (bucket, j, value)):
                     target.append(item)
-                pairs_of[j].append((self.vocabulary_.get(a, -1), self.vocabulary_.get(b, -1), int(near_bucket["|".join(sorted((a, b)))]), int(pair_column[pair])))
+                pairs_of[j].append((self.vocabulary_.get(a, -1), self.vocabulary_.get(b, -1), bucket, int(pair_column[pair])))
         shape = (self.n_features_, len(phrases))
 
         def matrix(entries: tuple[list, list, list], rows_: int = shape[0]) -> sparse.csr_matrix:

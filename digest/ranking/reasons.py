@@ -27,10 +27,10 @@ def reasons(
     reasons = []
     if mine.size:
         covered = s.matches.coverage[row, mine]
-        weights = s.matches.phrase_weights
+        weights = s.matches.phrase_weights  # made for the chunk's phrases, so there whenever `mine` is not empty
         # The phrase whole (coverage 1) is held together; a part of it is looked at pair by pair.
         hits = sorted(
-            ((covered[j], s.queries.phrases[c], covered[j] >= WHOLE or weights is None or weights.held_together(int(c), candidates.present, candidates.near, row))
+            ((covered[j], s.queries.phrases[c], covered[j] >= WHOLE or weights.held_together(int(c), candidates.present, candidates.near, row))
              for j, c in enumerate(mine) if covered[j] >= cfg.min_match),
             key=lambda h: -h[0],
         )
