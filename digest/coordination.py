@@ -83,15 +83,23 @@ class SendLeases:
         self.clock = clock
         self._lock = threading.Lock()
 
-    def _free_dead_holders_here(self, connection: Connection, ids: list[int], now: dt.datetime) -> None:
-        """End at once the live leases among `ids` of processes of this machine that are gone."""
+    def _others(self, connection: Connection, ids: list[int], now: dt.datetime) -> tuple[set[int], dict[int, str]]:
+        """Of `ids`, those another process holds a live lease on, and those whose lease ran out
+        ({subscriber: holder}), in one read. A live lease of a process of this machine that is
+        gone is ended at once, and counts as run out."""
         table = SendLease.__table__
-        holders = connection.execute(
-            select(table.c.holder).where(table.c.subscriber_id.in_(ids), table.c.expires > now, table.c.holder != self.holder).distinct()
-        ).scalars().all()
-        dead = [h for h in holders if not _alive_here(h)]
+        rows = connection.execute(
+            select(table.c.subscriber_id, table.c.holder, table.c.expires).where(
+                table.c.subscriber_id.in_(ids), table.c.expires > RELEASED, table.c.holder != self.holder)
+        ).all()
+        live = {subscriber_id: holder for subscriber_id, holder, expires in rows if expires > now}
+        ran_out = {subscriber_id: holder for subscriber_id, holder, expires in rows if expires <= now}
+        dead = {holder for holder in set(live.values()) if not _alive_here(holder)}
         if dead:
             connection.execute(update(table).where(table.c.subscriber_id.in_(ids), table.c.holder.in_(dead)).values(expires=now))
+            ran_out.update({subscriber_id: holder for subscriber_id, holder in live.items() if holder in dead})
+            live = {subscriber_id: holder for subscriber_id, holder in live.items() if holder not in dead}
+        return set(live), ran_out
 
     def take(self, wanted: Iterable[tuple[int, dt.date]]) -> Taken:
         """Lease each (subscriber, local date) that is free, ran out, or is this process's already."""
@@ -105,13 +113,12 @@ class SendLeases:
         with self._lock, self.db.transaction() as session:
             connection = session.connection()
             for part in chunks(wanted, 1000):
-                ids = [subscriber_id for subscriber_id, _ in part]
-                self._free_dead_holders_here(connection, ids, now)
-                ran_out = dict(connection.execute(
-                    select(table.c.subscriber_id, table.c.holder).where(
-                        table.c.subscriber_id.in_(ids), table.c.expires <= now, table.c.expires > RELEASED, table.c.holder != self.holder)
-                ).all())
-                rows = [{"subscriber_id": s, "local_date": d, "holder": self.holder, "expires": expires} for s, d in part]
+                held, ran_out = self._others(connection, [subscriber_id for subscriber_id, _ in part], now)
+                # What another process holds is not asked for: where it holds the whole part (two
+                # senders walk the day in the same order), nothing is written at all.
+                rows = [{"subscriber_id": s, "local_date": d, "holder": self.holder, "expires": expires} for s, d in part if s not in held]
+                if not rows:
+                    continue
                 statement = _upsert(connection, table)
                 if statement is None:  # another database: one row at a time
                     got = self._take_one_by_one(connection, rows, now)

@@ -5,6 +5,7 @@ several `digest serve` instances runs once. On SQLite and on a real PostgreSQL."
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -14,10 +15,12 @@ import sys
 import threading
 import time
 
+from sqlalchemy import event
 from sqlmodel import select
 
+from digest.coordination import SendLeases
 from digest.db import Database
-from digest.models import DigestStatus, IngestRun, SendLease, utcnow
+from digest.models import DigestStatus, IngestRun, SendLease, Subscriber, utcnow
 
 from .conftest import FaultySink, Workdir, both_databases
 from .test_faults import people, smtp, statuses
@@ -50,6 +53,50 @@ def holds_a_lease(db: Database, pid: int) -> bool:
     """Whether the `digest send` of process `pid` (on this machine) has taken a batch, now or before."""
     with db.session() as session:
         return session.exec(select(SendLease).where(SendLease.holder == f"{socket.gethostname()}:{pid}")).first() is not None
+
+
+def dead_pid() -> int:
+    """The pid of a process of this machine that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@both_databases
+def test_a_lease_is_taken_when_free_ran_out_or_its_holder_is_gone_and_what_another_holds_is_not_written_to(workdir: Workdir) -> None:
+    db = workdir.db()
+    with db.transaction() as session:
+        session.add_all(Subscriber(email=f"r{n}@example.org") for n in range(12))
+    with db.session() as session:
+        ids = sorted(session.exec(select(Subscriber.id)).all())
+    day, minute = dt.date(2026, 4, 1), dt.timedelta(minutes=1)
+    here = socket.gethostname()
+    alive = SendLeases(db, "another-machine:1", minute)
+    alive.take((i, day) for i in ids[:4])
+    stale = SendLeases(db, "a-third-machine:2", minute, clock=lambda: utcnow() - 2 * minute)  # its leases ran out a minute ago
+    stale.take((i, day) for i in ids[4:6])
+    gone = SendLeases(db, f"{here}:{dead_pid()}", minute)  # of this machine, and its process is gone
+    gone.take((i, day) for i in ids[6:8])
+    released = SendLeases(db, "a-fourth-machine:3", minute)
+    released.take((i, day) for i in ids[8:10])
+    released.release(ids[8:10])
+
+    writes: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def written(connection, cursor, statement, *rest) -> None:
+        if not statement.lstrip().upper().startswith("SELECT"):
+            writes.append(statement)
+
+    me = SendLeases(db, f"{here}:{os.getpid()}", minute)
+    assert me.take((i, day) for i in ids[:4]).subscribers == set()  # all another's, live
+    assert writes == []  # nothing asked of the database but a read
+    got = me.take((i, day) for i in ids)
+    assert got.subscribers == set(ids[4:])  # ran out, holder gone, given back, never leased
+    assert got.taken_over == {"a-third-machine:2": 2, f"{here}:{gone.holder.rsplit(':', 1)[1]}": 2}
+    assert alive.held_by_others(ids) == {me.holder: 8}
+    assert me.held_by_others(ids) == {"another-machine:1": 4}
+    db.dispose()
 
 
 @both_databases
