@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import select
 
 from digest.config import RankingConfig
+from digest.embeddings import MAX_TOKENS
 from digest.models import PaperEmbedding, PhraseEmbedding
 from digest.ranking.papers import Candidates
 from digest.ranking.ranker import Ranker
@@ -42,6 +43,24 @@ def test_the_local_model_gives_unit_vectors_that_mean_something(embedder) -> Non
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
     again = embedder.phrases(["legged locomotion", "legged locomotion"])
     assert again.shape == (2, 384) and np.allclose(again[0], again[1])
+
+
+def test_a_text_is_read_to_its_first_256_word_pieces_and_its_vectors_are_kept_as_such(embedder) -> None:
+    from tokenizers import Tokenizer
+
+    head = " ".join(
+        f"Legged robot {n} learns to walk over rocks, gravel and ice with a controller trained in simulation." for n in range(16)
+    )
+    tokenizer = Tokenizer.from_file(str(MINILM / "tokenizer.json"))
+    tokenizer.no_truncation()
+    pieces = len(tokenizer.encode(head).ids)
+    assert MAX_TOKENS < pieces < MAX_TOKENS + 100  # the head alone fills what is read; with a tail, still under the tokenizer's own 512
+    markets = " Stock markets fall after the central bank raises interest rates, and bond yields climb." * 3
+    weather = " Heavy rain and storms flood the coastal towns while forecasters warn of more wind." * 3
+    vectors = embedder.embed([head + markets, head + weather, markets])
+    assert np.allclose(vectors[0], vectors[1], atol=1e-5)  # what lies past the limit is not read
+    assert vectors[0] @ vectors[2] < 0.5
+    assert embedder.key.endswith(f"#{MAX_TOKENS}")  # vectors read to another length are another space
 
 
 def test_a_paper_found_by_meaning_says_so_and_claims_no_match(embedder) -> None:
@@ -83,7 +102,7 @@ def test_ingest_embeds_new_papers_and_embed_fills_in_older_ones(embedder, workdi
     assert "Embedded 2 new papers" in result.stdout
     with db.session() as session:
         rows = session.exec(select(PaperEmbedding)).all()
-    assert len(rows) == 2 and all(r.dim == 384 and len(r.vector) == 384 * 2 and r.model == str(MINILM.resolve()) for r in rows)
+    assert len(rows) == 2 and all(r.dim == 384 and len(r.vector) == 384 * 2 and r.model == f"{MINILM.resolve()}#{MAX_TOKENS}" for r in rows)
     result = workdir.cli("embed", "--all", check=True)
     assert "Embedded 3 papers" in result.stdout
     assert "Embedded 0 papers" in workdir.cli("embed", "--all", check=True).stdout  # nothing left
