@@ -256,9 +256,9 @@ def _insert_items(session: Session, rows: list[dict], digest_ids: list[int]) -> 
     """Insert the items `rows` (of the new digests `digest_ids`): {(digest id, rank): item id}.
 
     On PostgreSQL the ids are drawn from the table's sequence in one query and the rows go in by
-    COPY, the server's bulk load: a run's items (ten a digest) were a quarter of the waiting of
-    one sender on PostgreSQL as an executemany of one INSERT a row, and the ids read back after.
-    Elsewhere the rows are inserted without RETURNING (the driver's executemany of one short
+    COPY, the server's bulk load (one sender, 20,000 subscribers, ten items a digest: its claims
+    took 12.4 s of wall time with an executemany of one INSERT a row and the ids read back after,
+    7.8 s this way). Elsewhere the rows are inserted without RETURNING (the driver's executemany of one short
     statement: with RETURNING, SQLAlchemy would write a statement of a thousand rows' values at a
     time) and their ids read back."""
     if not rows:
