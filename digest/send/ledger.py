@@ -255,18 +255,19 @@ def interrupted(digest: Digest, now: dt.datetime, in_flight: Collection[int], go
 def _insert_items(session: Session, rows: list[dict], digest_ids: list[int]) -> dict[tuple[int, int], int]:
     """Insert the items `rows` (of the new digests `digest_ids`): {(digest id, rank): item id}.
 
-    On PostgreSQL the ids are drawn from the table's sequence in one query and the rows go in by
-    COPY, the server's bulk load (one sender, 20,000 subscribers, ten items a digest: its claims
-    took 12.4 s of wall time with an executemany of one INSERT a row and the ids read back after,
-    7.8 s this way). Elsewhere the rows are inserted without RETURNING (the driver's executemany of one short
-    statement: with RETURNING, SQLAlchemy would write a statement of a thousand rows' values at a
-    time) and their ids read back."""
+    On PostgreSQL through psycopg 3 (the `postgres` extra) the ids are drawn from the table's
+    sequence in one query and the rows go in by COPY, the server's bulk load (one sender, 20,000
+    subscribers, ten items a digest: its claims took 12.4 s of wall time with an executemany of
+    one INSERT a row and the ids read back after, 7.8 s this way). Elsewhere, another driver named
+    in the URL included, the rows are inserted without RETURNING (the driver's executemany of one
+    short statement: with RETURNING, SQLAlchemy would write a statement of a thousand rows'
+    values at a time) and their ids read back."""
     if not rows:
         return {}
     table = DigestItem.__table__
     connection = session.connection()
     columns = ("digest_id", "paper_id", "rank", "score", "reason")
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":  # COPY as psycopg 3 offers it
         sequence = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
         item_ids = connection.execute(sequence, {"table": table.name, "n": len(rows)}).scalars().all()
         with connection.connection.driver_connection.cursor() as cursor:
