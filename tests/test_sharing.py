@@ -14,16 +14,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 from sqlalchemy import event
 from sqlmodel import select
 
-from digest.coordination import SendLeases
+from digest.coordination import RELEASED, SendLeases
 from digest.db import Database
 from digest.models import DigestStatus, IngestRun, SendLease, Subscriber, utcnow
 
 from .conftest import FaultySink, Workdir, both_databases
 from .test_faults import people, smtp, statuses
+from .test_send import Clock, make_sender, profile
 
 
 def start_send(workdir: Workdir, host: str | None = None, **env: str) -> subprocess.Popen:
@@ -53,6 +55,14 @@ def holds_a_lease(db: Database, pid: int) -> bool:
     """Whether the `digest send` of process `pid` (on this machine) has taken a batch, now or before."""
     with db.session() as session:
         return session.exec(select(SendLease).where(SendLease.holder == f"{socket.gethostname()}:{pid}")).first() is not None
+
+
+def unsent_in_hand(db: Database, holder: str, received: dict[str, int]) -> int:
+    """How many subscribers leased by a process whose name starts with `holder` have no message yet."""
+    with db.session() as session:
+        held = session.exec(select(Subscriber.email).join(SendLease, SendLease.subscriber_id == Subscriber.id)
+                            .where(SendLease.holder.startswith(holder), SendLease.expires > RELEASED)).all()
+    return sum(1 for email in held if not received.get(email))
 
 
 def dead_pid() -> int:
@@ -99,6 +109,29 @@ def test_a_lease_is_taken_when_free_ran_out_or_its_holder_is_gone_and_what_anoth
     db.dispose()
 
 
+def test_a_sender_without_worker_processes_holds_one_batch_at_a_time(workdir: Workdir) -> None:
+    """With nothing ranking in the background, a batch taken early is only work the other
+    senders cannot have: when the day runs out they would wait for it. So each batch is ranked,
+    claimed and delivered before the next is leased."""
+    for n in range(8):
+        profile(workdir, f"zz-{n}.yaml", f"email: reader{n}@example.org\ninterests: [speculative decoding, graph neural networks]\n")
+    now = dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc)
+    workdir.prepare(now=now - dt.timedelta(hours=1))
+    sender = make_sender(workdir, Clock(now), DIGEST_SEND_BATCH="2", DIGEST_WORKERS="1")
+    db = workdir.db()
+
+    def leased() -> int:
+        with db.session() as session:
+            return len(session.exec(select(SendLease).where(SendLease.holder == sender.leases.holder, SendLease.expires > RELEASED)).all())
+
+    held: list[int] = []
+    report = sender.run(on_progress=lambda outcome: held.append(leased()))
+    assert Counter(o.status for o in report.outcomes) == {DigestStatus.SENT: 12}
+    assert len(held) == 12 and max(held) == 2  # the batch being delivered, and no other
+    assert leased() == 0
+    db.dispose()
+
+
 @both_databases
 def test_two_senders_split_the_day_and_each_says_what_the_other_did(workdir: Workdir, faulty: FaultySink) -> None:
     emails = people(workdir, 40)
@@ -141,8 +174,12 @@ def test_a_sender_killed_mid_batch_has_its_batch_taken_over_when_its_lease_runs_
     victim = start_send(workdir, host="another-machine", **env)
     wait_for(lambda: sum(faulty.count().values()) >= 2)
     survivor = start_send(workdir, **env)
-    wait_for(lambda: sum(faulty.count().values()) >= 6)
-    victim.send_signal(signal.SIGKILL)  # mid-batch: its leases are neither renewed nor given back
+    db = workdir.db()
+    # Mid-batch: two or more of the subscribers it holds are not sent yet (a sender holds one
+    # batch at a time, and between two it holds none).
+    wait_for(lambda: sum(faulty.count().values()) >= 6 and unsent_in_hand(db, "another-machine:", faulty.count()) >= 2)
+    victim.send_signal(signal.SIGKILL)  # its leases are neither renewed nor given back
+    db.dispose()
     victim.wait(timeout=10)
     at_kill = sum(faulty.count().values())
     out, err = survivor.communicate(timeout=180)

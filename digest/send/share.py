@@ -19,6 +19,10 @@ from .state import RunState
 
 log = logging.getLogger(__name__)
 
+#: How often a process with nothing left to take looks again at what others hold (at most a
+#: quarter of the lease).
+POLL_SECONDS = 0.25
+
 #: States of a digest still in some run's hands.
 UNSETTLED = frozenset({DigestStatus.PENDING, DigestStatus.SENDING})
 
@@ -63,8 +67,11 @@ class LeasedBatches:
         yield from self._the_rest(plans, given)
 
     def _the_rest(self, plans: list[Plan], given: set[int]) -> Iterator[list[Plan]]:
-        pause = min(2.0, self.leases.duration.total_seconds() / 4)
+        # Short: what others hold at the end of the day is a batch or three each, seconds of work,
+        # and this process is done only when they are (a look costs a few small queries).
+        pause = min(POLL_SECONDS, self.leases.duration.total_seconds() / 4)
         report = self.state.report
+        said = None
         while not self.state.should_stop():
             rest = [p for p in plans if id(p) not in given]
             if not rest:
@@ -86,7 +93,9 @@ class LeasedBatches:
                 continue
             for holder, count in self.leases.held_by_others(p.subscriber_id for p in rest).items():
                 report.waited_for[holder] = max(report.waited_for.get(holder, 0), count)
-            log.info("waiting for %s", ", ".join(f"{holder} ({count} subscribers)" for holder, count in report.waited_for.items()) or "other processes")
+            if said != report.waited_for:
+                said = dict(report.waited_for)
+                log.info("waiting for %s", ", ".join(f"{holder} ({count} subscribers)" for holder, count in said.items()) or "other processes")
             yield []  # deliver what is in hand before waiting
             deadline = time.monotonic() + pause
             while time.monotonic() < deadline and not self.state.should_stop():
