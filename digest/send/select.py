@@ -238,19 +238,22 @@ class Selector:
             i for i, p in enumerate(corpus)
             if p.first_seen <= self.now and ((since is not None and p.first_seen >= since) or (backfill is not None and backfill[0] < announced(p) <= backfill[1]))
         ]
-        oldest = min((corpus[i].first_seen for i in fresh), default=self.now)
-        with self.db.session() as session:
-            sent = session.exec(
-                select(Digest.subscriber_id, DigestItem.paper_id)
-                .join(Digest, col(Digest.id) == DigestItem.digest_id)
-                .join(Paper, col(Paper.id) == DigestItem.paper_id)
-                .where(col(Paper.first_seen) >= oldest, Digest.status != DigestStatus.FAILED)
-            ).all()
-        for subscriber_id, paper_id in sent:
-            self._sent.setdefault(subscriber_id, set()).add(paper_id)
         self.papers = [corpus[i] for i in fresh]
         if not self.papers:
             return
+        # Who was sent which of the candidates already, looked up by the candidates' ids. Joined
+        # from the papers' first-seen time instead, SQLite walked every item ever sent, a table
+        # that grows by a million a day at 100,000 subscribers (the benchmark's world of 100,000
+        # holds 5 million: 5.9 s of a run's start, before any batch; this way, 0.01 s).
+        with self.db.session() as session:
+            for part in chunks([p.id for p in self.papers]):
+                sent = session.exec(
+                    select(Digest.subscriber_id, DigestItem.paper_id)
+                    .join(Digest, col(Digest.id) == DigestItem.digest_id)
+                    .where(col(DigestItem.paper_id).in_(part), Digest.status != DigestStatus.FAILED)
+                )
+                for subscriber_id, paper_id in sent:
+                    self._sent.setdefault(subscriber_id, set()).add(paper_id)
         phrases = self._phrases(plans)
         self.model = TextModel()
         counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
