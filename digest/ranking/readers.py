@@ -22,13 +22,19 @@ class Interests:
 
     @classmethod
     def from_subscriber(cls, subscriber) -> "Interests":
+        return cls.stated(subscriber.interests, subscriber.avoid, subscriber.authors, subscriber.categories)
+
+    @classmethod
+    def stated(cls, interests: Iterable, avoid: Iterable[str] = (), authors: Iterable[str] = (), categories: Iterable[str] = ()) -> "Interests":
+        """From the fields as a profile states them (interests as stored dicts or as objects with
+        `phrase` and `weight`): what reads a few fields alone needs no subscriber to make one."""
         phrases = []
-        for interest in subscriber.interests:
+        for interest in interests:
             if isinstance(interest, dict):
                 phrases.append((interest["phrase"], float(interest.get("weight", 1.0))))
             else:
                 phrases.append((interest.phrase, float(interest.weight)))
-        return cls(tuple(phrases), tuple(subscriber.avoid), tuple(subscriber.authors), tuple(subscriber.categories))
+        return cls(tuple(phrases), tuple(avoid), tuple(authors), tuple(categories))
 
     def all_phrases(self) -> list[str]:
         """Every phrase the text model must know: the interests and what to avoid."""

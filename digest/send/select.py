@@ -16,7 +16,6 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import Text, cast
@@ -144,15 +143,6 @@ class Wanted:
     window_start: dt.datetime
     cutoff: dt.datetime
     past: bool
-
-
-class _Stated(NamedTuple):
-    """The stated taste of a subscriber as `Interests.from_subscriber` reads it (`Selector._phrases`)."""
-
-    interests: list
-    avoid: list
-    authors: tuple = ()
-    categories: tuple = ()
 
 
 class Selector:
@@ -289,7 +279,7 @@ class Selector:
             for part in chunks(unread):
                 stored.update(session.exec(select(cast(Subscriber.interests, Text), cast(Subscriber.avoid, Text)).where(col(Subscriber.id).in_(part))))
         for interests, avoid in stored:
-            phrases.update(Interests.from_subscriber(_Stated(json.loads(interests), json.loads(avoid))).all_phrases())
+            phrases.update(Interests.stated(json.loads(interests), json.loads(avoid)).all_phrases())
         return phrases
 
     def attach(self, plans: Sequence[Plan], among: Select) -> None:
