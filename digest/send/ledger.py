@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from ..coordination import process_name
-from ..db import Database, chunks
+from ..db import Database, chunks, rows_as_arrays
 from ..mail.transports import DeliveryError
 from ..models import Digest, DigestItem, DigestStatus, Subscriber, utcnow
 from .pool import LetterItem
@@ -288,14 +288,20 @@ def _insert_new_digests(session: Session, rows: list[dict]) -> dict[int, int]:
 
     SQLite and PostgreSQL skip an existing (subscriber, date) within the one statement (ON
     CONFLICT DO NOTHING); elsewhere each row is tried in a savepoint of its own."""
+    if not rows:
+        return {}
     table = Digest.__table__
     connection = session.connection()
     dialect = connection.dialect.name
     if dialect in ("sqlite", "postgresql"):
         from sqlalchemy.dialects import postgresql, sqlite
 
-        statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table).on_conflict_do_nothing(index_elements=["subscriber_id", "local_date"])
-        result = connection.execute(statement.returning(table.c.id, table.c.subscriber_id), rows)
+        if dialect == "sqlite":
+            statement, parameters = sqlite.insert(table), rows
+        else:
+            statement, parameters = postgresql.insert(table).from_select(*rows_as_arrays(table, rows)), None
+        statement = statement.on_conflict_do_nothing(index_elements=["subscriber_id", "local_date"])
+        result = connection.execute(statement.returning(table.c.id, table.c.subscriber_id), parameters)
         return {subscriber_id: digest_id for digest_id, subscriber_id in result}
     ids = {}
     for row in rows:
