@@ -375,7 +375,9 @@ def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_witho
     outbox = workdir.path / "var" / "outbox"
     outbox.mkdir(parents=True)
     # Digests are claimed in the order of the addresses: kenji's is the second. Writing it, the disk is full.
-    (outbox / f".2026-11-24_00000002_kenji_example.org.{os.getpid()}.tmp").symlink_to("/dev/full")
+    drafts = outbox / f".drafts.{os.getpid()}"
+    drafts.mkdir()
+    (drafts / "2026-11-24_00000002_kenji_example.org.tmp").symlink_to("/dev/full")
     report = make_sender(workdir, Clock(now)).run(date=dt.date(2026, 11, 24))
     assert [(o.email, o.status) for o in report.outcomes] == [("ada@example.org", "sent"), ("kenji@example.org", "deferred")]  # and no further
     assert report.halted and "No space left on device" in report.halted and report.failed
@@ -383,7 +385,7 @@ def test_a_full_disk_in_the_outbox_stops_the_run_and_the_next_run_finishes_witho
     with workdir.db().session() as session:
         assert sorted(session.exec(select(Digest.status))) == ["deferred", "pending", "pending", "sent"]
         assert all(s.bounces == 0 for s in session.exec(select(Subscriber)))
-    assert not list(outbox.glob(".*.tmp"))  # nothing half-written left behind
+    assert not list(outbox.rglob("*.tmp")) and not drafts.exists()  # nothing half-written left behind
     again = make_sender(workdir, Clock(now)).run(date=dt.date(2026, 11, 24))
     assert sorted(o.status for o in again.outcomes) == ["already", "sent", "sent", "sent"]
     assert len(workdir.outbox()) == 4
