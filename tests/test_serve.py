@@ -175,12 +175,13 @@ def test_sigterm_in_the_middle_of_a_send_finishes_the_message_in_hand(workdir: W
     serve = Serve(workdir, env)
     serve.start()
     wait_until(lambda: sum(faulty.count().values()) >= 3, 60, "the first digests")
+    seen = sum(faulty.count().values())  # read just before the signal: more may land while the poll looks away
     stopped_at = time.monotonic()
     code, output = serve.stop()
     assert code == 0, output
     assert time.monotonic() - stopped_at < 10  # it did not go on with the whole batch
     got = faulty.count()
-    assert 3 <= sum(got.values()) <= 3 + 2 * 4  # those in hand (one per connection) finish, the rest wait
+    assert 3 <= sum(got.values()) <= seen + 2 * 4  # those in hand (one per connection) finish, the rest wait
     with workdir.db().session() as session:
         left = session.exec(select(Digest.status)).all()
     assert "sending" not in left and "unknown" not in left  # nothing half done
