@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import operators
+from sqlalchemy.sql import Select, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlmodel import Session, create_engine
 
@@ -64,9 +64,10 @@ def _id_list_as_array(binary: BinaryExpression, compiler, **kw) -> str:
     return compiler.visit_binary(binary, **kw)
 
 
-def rows_as_arrays(table, rows: Sequence[dict]):
-    """`rows` (dicts of `table`'s column values) as `SELECT * FROM unnest(:a, :b, …)`, one array
-    per column: the source of an `INSERT … SELECT` on PostgreSQL.
+def rows_as_arrays(table, rows: Sequence[dict]) -> tuple[list[str], Select]:
+    """`rows` (dicts of `table`'s column values, all with the same keys) as their column names and
+    `SELECT … FROM unnest(:a, :b, …)`, one array per column: the two arguments of
+    `insert(table).from_select` on PostgreSQL.
 
     SQLAlchemy sends many rows as one statement of every row's values ("insertmanyvalues"):
     thousands of placeholders, which psycopg parses on the client at every call (46 ms for 500
