@@ -12,8 +12,10 @@ from sqlmodel import select
 
 from digest.db import Database
 from digest.mail.transports import DeliveryError
-from digest.models import Digest, DigestStatus, Subscriber
+from digest.models import Digest, DigestItem, DigestStatus, Paper, Subscriber
+from digest.ranking.readers import Ranked
 from digest.send.ledger import TRANSITIONS, BouncePolicy, IllegalTransition, Ledger
+from digest.send.select import Selection
 
 from .conftest import Workdir, both_databases
 
@@ -153,4 +155,40 @@ def test_bounces_in_a_row_switch_an_address_off_and_a_delivery_forgives_them(wor
         session.get(Subscriber, bob).bounces = 2
     assert ledger.move_many([(bob_digests[3], DigestStatus.SENDING)], DigestStatus.SENT, sent_at=NOW, subscriber_ids={bob_digests[3]: bob}) == {bob_digests[3]}
     assert people()["bob@example.org"].bounces == 0
+    db.dispose()
+
+
+@both_databases
+def test_a_batch_is_claimed_in_one_transaction_and_a_digest_that_exists_is_left_alone(workdir: Workdir) -> None:
+    """`claim_many`: one insert for the batch's digests (on PostgreSQL from arrays), one for
+    their items; a (subscriber, date) that has a digest already is reported as claimed by
+    another run, and its digest and items are not touched."""
+    db = workdir.db()
+    readers = [subscriber(db, f"reader{n}@example.org") for n in range(3)]
+    with db.transaction() as session:
+        papers = [Paper(title_key=f"paper {n}", title=f"Paper {n}", source="test") for n in range(3)]
+        session.add_all(papers)
+        session.flush()
+        paper_ids = [p.id for p in papers]
+    taken = digest(db, readers[1], DigestStatus.SENT)
+    with db.session() as session:
+        stored_papers = list(session.exec(select(Paper).order_by(Paper.id)))
+        batch = [
+            Selection(session.get(Subscriber, reader), DAY, NOW - dt.timedelta(days=1), NOW, stored_papers[:ranked],
+                      [Ranked(i, 1.0 - i / 10, [f"why {i}"]) for i in range(ranked)], 3)
+            for reader, ranked in zip(readers, (2, 3, 0))
+        ]
+    claims = Ledger(db, lambda: NOW, holder="test:1").claim_many(batch)
+    assert claims[1] is None  # the digest that exists
+    first, empty = claims[0], claims[2]
+    assert first is not None and empty is not None and empty[1] == ()
+    assert [(item.rank, item.reason) for item in first[1]] == [(1, "why 0"), (2, "why 1")]
+    with db.session() as session:
+        rows = {d.subscriber_id: d for d in session.exec(select(Digest))}
+        items = session.exec(select(DigestItem).order_by(DigestItem.digest_id, DigestItem.rank)).all()
+    assert rows[readers[0]].status == DigestStatus.PENDING and rows[readers[0]].window_end == NOW and rows[readers[0]].local_date == DAY
+    assert rows[readers[2]].status == DigestStatus.EMPTY and rows[readers[2]].reason == "none of 3 new papers matched the interests"
+    assert rows[readers[1]].id == taken and rows[readers[1]].status == DigestStatus.SENT
+    assert [(i.digest_id, i.paper_id, i.rank, i.id) for i in items] == [
+        (first[0], paper_ids[0], 1, first[1][0].id), (first[0], paper_ids[1], 2, first[1][1].id)]
     db.dispose()
