@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Select, operators
+from sqlalchemy.sql import Insert, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlmodel import Session, create_engine
 
@@ -64,19 +64,35 @@ def _id_list_as_array(binary: BinaryExpression, compiler, **kw) -> str:
     return compiler.visit_binary(binary, **kw)
 
 
-def rows_as_arrays(table, rows: Sequence[dict]) -> tuple[list[str], Select]:
-    """`rows` (dicts of `table`'s column values, all with the same keys) as their column names and
-    `SELECT … FROM unnest(:a, :b, …)`, one array per column: the two arguments of
-    `insert(table).from_select` on PostgreSQL.
+def upsert(connection: Connection, table) -> Insert | None:
+    """The dialect's INSERT that takes ON CONFLICT (SQLite and PostgreSQL both have it), or None
+    for another database, whose caller goes row by row."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif connection.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        return None
+    return dialect_insert(table)
 
-    SQLAlchemy sends many rows as one statement of every row's values ("insertmanyvalues"):
-    thousands of placeholders, which psycopg parses on the client at every call (46 ms for 500
-    digests, 1.8 s of a sender's CPU at 20,000 subscribers). A handful of arrays is a short
-    statement, parsed once and cached by both ends."""
+
+def upsert_rows(connection: Connection, table, rows: Sequence[dict]) -> tuple[Insert, Sequence[dict] | None] | None:
+    """`upsert` of many `rows` (dicts of `table`'s column values, all with the same keys), and
+    the parameters to execute it with; the caller adds ON CONFLICT and RETURNING.
+
+    On PostgreSQL the rows go as `INSERT … SELECT … FROM unnest(:a, :b, …)`, one array per
+    column, and no parameters. SQLAlchemy would send them as one statement of every row's values
+    ("insertmanyvalues"): thousands of placeholders, which psycopg parses on the client at every
+    call (46 ms for 500 digests, 1.8 s of a sender's CPU at 20,000 subscribers). A handful of
+    arrays is a short statement, parsed once and cached by both ends. On SQLite the rows are the
+    parameters (insertmanyvalues: its driver parses nothing)."""
+    statement = upsert(connection, table)
+    if statement is None or connection.dialect.name != "postgresql":
+        return None if statement is None else (statement, rows)
     names = list(rows[0])
     arrays = [bindparam(f"{name}_values", [row[name] for row in rows], type_=ARRAY(table.c[name].type)) for name in names]
     source = func.unnest(*arrays).table_valued(*names).render_derived()
-    return names, select(*(source.c[name] for name in names))
+    return statement.from_select(names, select(*(source.c[name] for name in names))), None
 
 
 class DatabaseUnusable(Exception):

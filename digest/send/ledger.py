@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from ..coordination import process_name
-from ..db import Database, chunks, rows_as_arrays
+from ..db import Database, chunks, upsert_rows
 from ..mail.transports import DeliveryError
 from ..models import Digest, DigestItem, DigestStatus, Subscriber, utcnow
 from .pool import LetterItem
@@ -292,14 +292,9 @@ def _insert_new_digests(session: Session, rows: list[dict]) -> dict[int, int]:
         return {}
     table = Digest.__table__
     connection = session.connection()
-    dialect = connection.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        if dialect == "sqlite":
-            statement, parameters = sqlite.insert(table), rows
-        else:
-            statement, parameters = postgresql.insert(table).from_select(*rows_as_arrays(table, rows)), None
+    bulk = upsert_rows(connection, table, rows)
+    if bulk is not None:
+        statement, parameters = bulk
         statement = statement.on_conflict_do_nothing(index_elements=["subscriber_id", "local_date"])
         result = connection.execute(statement.returning(table.c.id, table.c.subscriber_id), parameters)
         return {subscriber_id: digest_id for digest_id, subscriber_id in result}
