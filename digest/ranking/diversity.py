@@ -105,30 +105,39 @@ def _share_out(pool: np.ndarray, member: np.ndarray, shares: np.ndarray, free_sh
     count = len(shares)
     queues = [np.flatnonzero(member[:, g]).tolist() for g in range(count)]  # positions in pool, best first
     outside = np.flatnonzero(~member.any(axis=1)).tolist()
-    weight = [*shares.tolist(), free_share]
-    taken = [0] * (count + 1)
+    weight = shares.tolist()
+    free_taken = 0
+    taken = [0] * count
     heads = [0] * count
     out_head = 0
     used: set[int] = set()
     picked: list[int] = []
     while len(picked) < min(places, len(pool)):
-        for g in range(count):  # an item taken for another interest is gone from this one's queue
-            while heads[g] < len(queues[g]) and queues[g][heads[g]] in used:
-                heads[g] += 1
-        left = [heads[g] < len(queues[g]) for g in range(count)]
-        if not any(left):
+        # The interest furthest below its share among those with items left (ties: the first);
+        # an item taken for another interest is gone from this one's queue.
+        turn, value, left = count, -np.inf, []
+        for g in range(count):
+            queue, head = queues[g], heads[g]
+            while head < len(queue) and queue[head] in used:
+                head += 1
+            heads[g] = head
+            if head < len(queue):
+                left.append(queue[head])
+                mine = weight[g] / (2 * taken[g] + 1)
+                if mine > value:
+                    turn, value = g, mine
+        if not left:
             break
-        turns = [weight[g] / (2 * taken[g] + 1) if left[g] else -1.0 for g in range(count)] + [weight[count] / (2 * taken[count] + 1) if free_share > 0 else -1.0]
-        turn = max(range(count + 1), key=lambda g: (turns[g], -g))
-        options = [queues[g][heads[g]] for g in range(count) if left[g]] if turn == count else [queues[turn][heads[turn]]]
-        best = min(options)
+        if free_share > 0 and free_share / (2 * free_taken + 1) > value:
+            turn = count  # a free turn: the best item left of any interest
+        best = min(left) if turn == count else queues[turn][heads[turn]]
         if out_head < len(outside) and outside[out_head] < best:
             best = outside[out_head]
             out_head += 1
-        elif turn < count and best == queues[turn][heads[turn]]:
+        elif turn < count:
             taken[turn] += 1
         if turn == count:
-            taken[count] += 1
+            free_taken += 1
         used.add(best)
         picked.append(int(pool[best]))
     rest = [int(pool[j]) for j in outside[out_head:] if j not in used]

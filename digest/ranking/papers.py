@@ -36,6 +36,19 @@ class Examples:
             self.paper_ids[row] = paper
         if self.words is None:
             self.words = self.vectors
+        ids = np.fromiter(self.row, dtype=np.int64, count=len(self.row))
+        order = np.argsort(ids, kind="stable")
+        self._sorted_ids, self._sorted_rows = ids[order], np.fromiter(self.row.values(), dtype=np.int64, count=len(self.row))[order]
+
+    def rows_of(self, papers: np.ndarray) -> np.ndarray:
+        """The row of each paper id of `papers`, -1 for a paper that is not an example: for the
+        papers of a whole chunk of readers at once (a dictionary lookup each cost a chunk of
+        500 readers with 25 examples each more than the product they feed)."""
+        papers = np.asarray(papers, np.int64)
+        if not len(self._sorted_ids):
+            return np.full(papers.shape, -1, np.int64)
+        at = np.minimum(np.searchsorted(self._sorted_ids, papers), len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[at] == papers, self._sorted_rows[at], -1)
 
     @classmethod
     def build(cls, model: TextModel, papers: Sequence[tuple[int, str]], counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> "Examples":

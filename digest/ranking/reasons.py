@@ -30,8 +30,8 @@ def reasons(
         weights = s.matches.phrase_weights  # made for the chunk's phrases, so there whenever `mine` is not empty
         # The phrase whole (coverage 1) is held together; a part of it is looked at pair by pair.
         hits = sorted(
-            ((covered[j], s.queries.phrases[c], covered[j] >= WHOLE or weights.held_together(int(c), candidates.present, candidates.near, row))
-             for j, c in enumerate(mine) if covered[j] >= cfg.min_match),
+            ((share, s.queries.phrases[c], share >= WHOLE or weights.held_together(c, candidates.present, candidates.near, row))
+             for share, c in zip(covered.tolist(), mine.tolist()) if share >= cfg.min_match),
             key=lambda h: -h[0],
         )
         whole = [p for _, p, held in hits if held]

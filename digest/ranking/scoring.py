@@ -5,6 +5,7 @@ and categories, and "readers like you"; each part scaled by its spread and blend
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -72,6 +73,19 @@ def prune(queries: sparse.csr_matrix, terms: int) -> sparse.csr_matrix:
     data, indices = queries.data[keep], queries.indices[keep]
     indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, terms))])
     return sparse.csr_matrix((data, indices, indptr), shape=queries.shape)
+
+
+def _rows(examples: Examples, papers: Sequence[Sequence[int]], weights: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each reader's papers (`papers[i]`, reader i's) as (reader, example row, weight) triples,
+    in order, without the papers that are not examples: the lookups of a whole chunk of readers
+    in one call (one at a time, they cost more than the products they feed)."""
+    lengths = np.fromiter((len(p) for p in papers), np.int64, count=len(papers))
+    total = int(lengths.sum())
+    readers = np.repeat(np.arange(len(papers), dtype=np.int64), lengths)
+    rows = examples.rows_of(np.fromiter(itertools.chain.from_iterable(papers), np.int64, count=total))
+    found = rows >= 0
+    values = np.fromiter(itertools.chain.from_iterable(weights), np.float32, count=total)[found] if weights is not None else np.ones(int(found.sum()), np.float32)
+    return readers[found], rows[found], values
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -192,32 +206,21 @@ class Scorer:
         empty = HistoryParts(None, np.zeros(n, np.float32), None, None, np.zeros(n, np.float32), None)
         if examples is None or not any(r.history.papers for r in readers):
             return empty
-        model_rows, model_cols, model_vals = [], [], []
-        raw_rows, raw_cols = [], []
-        like_rows, like_cols = [], []
-        down_rows, down_cols = [], []
-        background = np.zeros(n, np.float32)
-        for i, reader in enumerate(readers):
-            history = reader.history
-            positives = [examples.row[p] for p in history.positive_papers if p in examples.row]
-            like_rows += [i] * len(positives)
-            like_cols += positives
-            if history.learned:
-                for paper, weight in zip(history.papers, history.weights):
-                    row = examples.row.get(paper)
-                    if row is not None:
-                        model_rows.append(i), model_cols.append(row), model_vals.append(weight)
-                background[i] = history.background
-            elif positives:
-                raw_rows += [i] * len(positives)
-                raw_cols += positives
-                background[i] = -cfg.typicality
-            if not history.positives:
-                downs = [examples.row[p] for p in history.down_papers if p in examples.row]
-                down_rows += [i] * len(downs)
-                down_cols += downs
+        # Every reader's examples as (reader, example row) pairs, looked up for the chunk at once,
+        # in the readers' order and each reader's (so that every sum is the same as one reader's).
+        histories = [r.history for r in readers]
+        is_learned = np.array([h.learned for h in histories])
+        like_rows, like_cols, _ = _rows(examples, [h.positive_papers for h in histories])
+        down_rows, down_cols, _ = _rows(examples, [[] if h.positives else h.down_papers for h in histories])
+        model_rows, model_cols, model_vals = _rows(examples, [h.papers if h.learned else () for h in histories],
+                                                   [h.weights if h.learned else () for h in histories])
+        background = np.array([h.background if h.learned else 0.0 for h in histories], np.float32)
+        # Raw evidence: a reader with no learned model, and positives among the examples.
+        raw_readers = (np.bincount(like_rows, minlength=n) > 0) & ~is_learned
+        background[raw_readers] = -cfg.typicality
+        raw_rows, raw_cols = like_rows[raw_readers[like_rows]], like_cols[raw_readers[like_rows]]
         shape = (n, examples.vectors.shape[0])
-        learned = sparse.csr_matrix((np.array(model_vals, np.float32), (model_rows, model_cols)), shape=shape)
+        learned = sparse.csr_matrix((model_vals, (model_rows, model_cols)), shape=shape)
         raw = sparse.csr_matrix((np.ones(len(raw_rows), np.float32), (raw_rows, raw_cols)), shape=shape)
         liked = sparse.csr_matrix((np.ones(len(like_rows), np.float32), (like_rows, like_cols)), shape=shape)
         down = sparse.csr_matrix((np.ones(len(down_rows), np.float32), (down_rows, down_cols)), shape=shape)
