@@ -185,6 +185,30 @@ def test_a_batch_ranks_each_reader_as_alone() -> None:
     assert all(r.index % 2 == 0 for r in together[1])  # only the allowed rows
 
 
+def test_every_kind_of_history_ranks_in_a_batch_as_alone() -> None:
+    """The examples of a chunk's readers are looked up together (`Examples.rows_of`): a learned
+    model, raw clicks, a thumbs down alone, and papers that are not examples (id 999) each rank
+    as their reader would alone; a learned model's paper that is not an example adds nothing."""
+    ranker, candidates = build(community={1: [101], 2: [101, 5]})
+    learned = History(papers=(101, 999, 102, 6), weights=(0.8, 0.6, 0.5, -0.4), positives=3, background=-0.3, learned=True)
+    readers = [
+        reader(("quantum error correction", 1.0), history=learned, key=1),
+        reader(("reinforcement learning", 1.0), history=History.of([999]), key=2),  # clicks on no known paper
+        reader(("speculative decoding", 1.0), history=History(papers=(4, 999), weights=(-1.0, -1.0), positives=0), key=3),
+        reader(("language model", 1.0), history=History.of([102, 999]), key=4),
+    ]
+    together = ranker.rank(readers, candidates)
+    ranker.chunk = 1
+    apart = ranker.rank(readers, candidates)
+    assert [[(r.index, r.reason) for r in rs] for rs in together] == [[(r.index, r.reason) for r in rs] for rs in apart]
+    # The same within float32 rounding (a learned model's query is summed in another order in a batch).
+    assert np.allclose([r.score for rs in together for r in rs], [r.score for rs in apart for r in rs], rtol=1e-5)
+    without = History(papers=(101, 102, 6), weights=(0.8, 0.5, -0.4), positives=3, background=-0.3, learned=True)
+    assert np.array_equal(ranker.scores([readers[0]], candidates), ranker.scores([reader(("quantum error correction", 1.0), history=without)], candidates))
+    examples = ranker.examples
+    assert examples.rows_of(np.array([102, 999, 1, 101, -5])).tolist() == [examples.row[102], -1, examples.row[1], examples.row[101], -1]
+
+
 def test_top_k_is_best_first_with_ties_by_position() -> None:
     scores = np.array([0.1, 0.9, 0.5, 0.9, 0.2], dtype=np.float32)
     assert top_k(scores, 3).tolist() == [1, 3, 2]
