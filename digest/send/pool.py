@@ -30,6 +30,7 @@ from ..mail.render import DigestView, RenderedDigest, Renderer
 from ..mail.view import PaperViews, digest_view
 from ..models import Digest, DigestItem, Paper, Subscriber
 from ..settings import Settings
+from . import heap
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class WorkerPool:
                     answer = self._rank(task)
                 except Exception as exc:  # the parent raises it: ranking fails the run, as it would there
                     answer = _Raised(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                heap.trim()  # a batch's score matrices, freed, go back to the system (`heap`)
             else:
                 letters, now = task
                 answer = [made(self.messages.message, letter, [self.papers[row] for row in letter.rows], now) for letter in letters]

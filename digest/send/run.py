@@ -14,10 +14,7 @@ delivered (`deliver`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as dt
-import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +37,7 @@ from ..mail.view import load_items
 from ..models import DigestStatus, Subscriber, utcnow
 from ..schedule import is_due
 from ..settings import Settings
+from . import heap
 from .deliver import Delivery, Job
 from .ledger import Ledger, interrupted
 from .pool import Addressee, Letter, Messages, Unmade, WorkerPool, made
@@ -53,26 +51,6 @@ log = logging.getLogger(__name__)
 BATCH = 500
 #: Digests to make in a run from which worker processes render and compose them (`workers`).
 WORKERS_FROM = 1000
-#: Blocks of this size or more are mapped of their own by glibc's malloc, and given back when freed.
-LARGE_BLOCK = 1 << 20
-
-
-@functools.cache
-def return_large_blocks() -> bool:
-    """Have glibc's malloc map every block of `LARGE_BLOCK` or more on its own, as it does at
-    first: by default it raises that threshold as large blocks are freed, so a run's later score
-    matrices (megabytes each, a batch after another) come from the heap, whose freed memory stays
-    with the process while anything lives above it. Measured at 10,000 subscribers: peak PSS of
-    all processes 804/827 MB -> 689/698 MB, time unchanged within noise. Set once per process,
-    and inherited by the forked workers; elsewhere than glibc, nothing is done (False)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(-3, LARGE_BLOCK))  # M_MMAP_THRESHOLD
-
-
 class DigestSender:
     """Runs the daily send for every active subscriber (or one), on their own local date.
 
@@ -186,7 +164,6 @@ class Run:
         self.delivery = Delivery(sender.ledger, sender.transport, sender.settings.sender, state)
 
     def execute(self, date: dt.date | None, only: str | None, on_progress: Callable[[Outcome], None] | None) -> SendReport:
-        return_large_blocks()
         # One BLAS thread in this process and in the workers it forks: a run already keeps every core
         # busy with a process of its own, and OpenBLAS's extra threads only spin, waiting for work
         # (10,000 subscribers, two runs each: user CPU 34.4/34.9 -> 30.7/30.0 s; wall 23.2/24.7 -> 22.2/22.2 s).
@@ -274,6 +251,7 @@ class Run:
                             for plan in waiting.plans:
                                 plan.subscriber = None  # a run of 100,000 holds the profiles of the batches in hand only
                             waiting = None
+                            heap.trim()  # the batch's matrices and messages, freed, go back to the system
                     if stopped:
                         report.stopped = True
                         log.info("stopping: %d digests left for the next run", self._left(plans))
