@@ -41,9 +41,9 @@ class Examples:
         self._sorted_ids, self._sorted_rows = ids[order], np.fromiter(self.row.values(), dtype=np.int64, count=len(self.row))[order]
 
     def rows_of(self, papers: np.ndarray) -> np.ndarray:
-        """The row of each paper id of `papers`, -1 for a paper that is not an example: for the
-        papers of a whole chunk of readers at once (a dictionary lookup each cost a chunk of
-        500 readers with 25 examples each more than the product they feed)."""
+        """The row of each paper id of `papers`, -1 for a paper that is not an example: the
+        papers of a whole chunk of readers looked up in one call (at 10,000 subscribers with
+        stored models, half a million dictionary lookups a run otherwise)."""
         papers = np.asarray(papers, np.int64)
         if not len(self._sorted_ids):
             return np.full(papers.shape, -1, np.int64)

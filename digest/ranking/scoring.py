@@ -78,7 +78,7 @@ def prune(queries: sparse.csr_matrix, terms: int) -> sparse.csr_matrix:
 def _rows(examples: Examples, papers: Sequence[Sequence[int]], weights: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each reader's papers (`papers[i]`, reader i's) as (reader, example row, weight) triples,
     in order, without the papers that are not examples: the lookups of a whole chunk of readers
-    in one call (one at a time, they cost more than the products they feed)."""
+    in one call (`Examples.rows_of`)."""
     lengths = np.fromiter((len(p) for p in papers), np.int64, count=len(papers))
     total = int(lengths.sum())
     readers = np.repeat(np.arange(len(papers), dtype=np.int64), lengths)
@@ -207,7 +207,7 @@ class Scorer:
         if examples is None or not any(r.history.papers for r in readers):
             return empty
         # Every reader's examples as (reader, example row) pairs, looked up for the chunk at once,
-        # in the readers' order and each reader's (so that every sum is the same as one reader's).
+        # in the readers' order and each reader's (the order the matrices were built in before).
         histories = [r.history for r in readers]
         is_learned = np.array([h.learned for h in histories])
         like_rows, like_cols, _ = _rows(examples, [h.positive_papers for h in histories])

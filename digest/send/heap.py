@@ -4,7 +4,7 @@ A run allocates score matrices of megabytes for each batch of subscribers and fr
 the next. glibc's malloc serves blocks that large from its heap once one of them has been freed,
 and keeps freed heap memory while anything lives above it; so a process of a long run would hold
 its largest batch's garbage to the end. Two ways out were measured (10,000 subscribers, the
-the ranking of a whole run in one process, CPU of the ranking only):
+ranking of a whole run in one process, CPU of the ranking only):
 
 - mapping every block of 1 MB or more on its own (`mallopt(M_MMAP_THRESHOLD)`, as this package
   did before): each matrix is new pages of zeros, faulted in and unmapped again: 2.6-3.0 s of
