@@ -69,7 +69,7 @@ def said_about(config: RankingConfig, examples: Examples | None, readers: Sequen
     wanted = {}
     for i, reader in enumerate(readers):
         if reader.history.papers and s.queries.phrase_columns(i).size >= 2:
-            up = [examples.row[p] for p in reader.history.positive_papers if p in examples.row]
+            up = s.history_parts.opened[i].tolist()  # looked up with the learned models
             down = [examples.row[p] for p in reader.history.down_papers if p in examples.row]
             if up or down:
                 wanted[i] = (up, down)

@@ -110,7 +110,7 @@ class Ranker:
                          similarity=similarity, groups=groups, shares=shares, free_share=free, twins=twins)
             results.append([Ranked(row, float(scores[row])) for row in picked])
         if explain:
-            nearest = nearest_positives(self.examples, self.example_likeness(candidates), readers, results)
+            nearest = nearest_positives(self.examples, self.example_likeness(candidates), s.history_parts.opened, results)
             for i, (reader, ranked) in enumerate(zip(readers, results)):
                 mine = s.queries.phrase_columns(i)
                 for item in ranked:

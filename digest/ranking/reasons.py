@@ -67,21 +67,21 @@ def reasons(
     return reasons
 
 
-def nearest_positives(examples: Examples | None, likeness: ProductRows | None, readers: Sequence[Reader], results: list[list[Ranked]]) -> dict[tuple[int, int], int]:
+def nearest_positives(examples: Examples | None, likeness: ProductRows | None, opened: Sequence[np.ndarray], results: list[list[Ranked]]) -> dict[tuple[int, int], int]:
     """{(reader, candidate row): the paper the reader opened that is most like it}, for every
-    chosen item of readers with opened papers: looked up in `likeness` (the example papers'
-    cosine with the candidates, kept for the run)."""
+    chosen item of readers with opened papers (`opened`: their rows among the examples,
+    `HistoryParts.opened`): looked up in `likeness` (the example papers' cosine with the
+    candidates, kept for the run)."""
     nearest: dict[tuple[int, int], int] = {}
     if examples is None or likeness is None:
         return nearest
-    positives = [[examples.row[p] for p in r.history.positive_papers if p in examples.row] for r in readers]
-    mine = [i for i in range(len(readers)) if positives[i] and results[i]]
+    mine = [i for i in range(len(opened)) if opened[i].size and results[i]]
     if not mine:
         return nearest
-    sims = likeness.rows(np.concatenate([positives[i] for i in mine]))  # example papers x candidates
+    sims = likeness.rows(np.concatenate([opened[i] for i in mine]))  # example papers x candidates
     for i in mine:
         items = [item.index for item in results[i]]
-        best = sims[np.ix_(positives[i], items)].argmax(axis=0)
+        best = sims[np.ix_(opened[i], items)].argmax(axis=0)
         for item, j in zip(items, best.tolist()):
-            nearest[(i, item)] = examples.paper_ids[positives[i][j]]
+            nearest[(i, item)] = examples.paper_ids[opened[i][j]]
     return nearest

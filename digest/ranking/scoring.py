@@ -203,7 +203,7 @@ class Scorer:
         cfg = self.config
         examples = self.examples
         n = len(readers)
-        empty = HistoryParts(None, np.zeros(n, np.float32), None, None, np.zeros(n, np.float32), None)
+        empty = HistoryParts(None, np.zeros(n, np.float32), None, None, np.zeros(n, np.float32), None, [np.zeros(0, np.int64)] * n)
         if examples is None or not any(r.history.papers for r in readers):
             return empty
         # Every reader's examples as (reader, example row) pairs, looked up for the chunk at once,
@@ -243,7 +243,8 @@ class Scorer:
                 centroid = candidates.embeddings.mean(axis=0)
             has_model = np.diff(weights.indptr) > 0
             meaning = np.where(has_model[:, None], unit_rows(combined) - cfg.semantic_typicality * centroid[None, :], 0).astype(np.float32)
-        return HistoryParts(scores, background, likeness, negative, down_mass, meaning)
+        opened = np.split(like_cols, np.cumsum(np.bincount(like_rows, minlength=n))[:-1])
+        return HistoryParts(scores, background, likeness, negative, down_mass, meaning, opened)
 
     def score(self, readers: Sequence[Reader], candidates: Candidates, allowed: Sequence[np.ndarray | None] | None) -> "Scores":
         cfg = self.config
@@ -335,6 +336,7 @@ class HistoryParts:
     negative: np.ndarray | None  # likeness to the papers turned down, for readers with no positives (readers x candidates)
     negative_mass: np.ndarray
     meaning: np.ndarray | None  # the models in the embedding space
+    opened: list[np.ndarray]  # each reader's opened or liked papers among the examples (rows of `Examples`), in order
 
 
 @dataclass
