@@ -31,10 +31,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psutil
+from alembic import command
+from alembic.script import ScriptDirectory
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sqlalchemy import Integer, bindparam, insert, update
 from sqlmodel import select
 
+from digest import migrations
 from digest.config import RankingConfig, load_config
 from digest.db import Database, make_engine
 from digest.ingest import ingest_source
@@ -454,6 +457,23 @@ class Checkout:
     def templates(self) -> Path:
         return self.path / "templates" if (self.path / "templates").is_dir() else PACKAGED_TEMPLATES
 
+    def adopt(self, url: str) -> None:
+        """Bring the database at `url` (a copy of the world this checkout made) down to the
+        schema of that commit, by this checkout's migrations: a commit before a migration reads
+        the same rows without the columns it does not know (a commit before migrations, such
+        as f1f4b40, checks no revision and reads the world as it is)."""
+        folder = self.path / "digest" / "migrations"
+        if not (folder / "versions").is_dir():
+            return
+        head = ScriptDirectory(str(folder)).get_current_head()
+        engine = make_engine(url)
+        try:
+            with migrations.locked(engine) as connection:
+                if migrations.current(connection) != head:
+                    command.downgrade(migrations.config(connection), head)
+        finally:
+            engine.dispose()
+
 
 def checkout(ref: str, into: Path) -> Checkout:
     """Unpack commit `ref` of the git checkout this code runs from into a new folder of `into`
@@ -507,7 +527,10 @@ class TreeMemory:
 def bench_daily_run(world: World, workdir: Path, code: Checkout | None = None) -> Stage:
     """`digest send` as a process of its own on the world's database, to the outbox: the whole
     run (load, fit, rank, claim, render, write, record), its time, CPU and the peak memory of all
-    its processes together; with `code`, the `digest send` of that other commit."""
+    its processes together; with `code`, the `digest send` of that other commit (on the world
+    brought to its schema: `Checkout.adopt`)."""
+    if code is not None:
+        code.adopt(world.url)
     outbox = workdir / f"outbox-{world.users}"
     shutil.rmtree(outbox, ignore_errors=True)
     env = _send_env(world.url, workdir, outbox, **({"DIGEST_TEMPLATES": str(code.templates), "PYTHONPATH": str(code.path)} if code else {}))

@@ -4,14 +4,18 @@ the memory of a whole process tree with shared pages counted once."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from digest_lab.bench import World, bench_daily_run, build_world, checkout, ratios
+from digest import migrations
+from digest.db import Database, make_engine
+from digest_lab.bench import Checkout, World, bench_daily_run, build_world, checkout, ratios
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 IN_GIT = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"], capture_output=True).returncode == 0
@@ -97,3 +101,27 @@ def test_another_commit_sends_the_same_world_side_by_side(tmp_path: Path) -> Non
         assert stage.peak_mb > 20 and stage.cpu_seconds and stage.cpu_seconds > 0.1
     [(code, items, mine, theirs)] = ratios(results)
     assert (code, items, mine, theirs) == (head.label, 12, this.seconds, other.seconds)
+
+
+def test_a_commit_of_an_older_schema_gets_the_world_at_its_own_revision(tmp_path: Path) -> None:
+    """`--compare` with a commit from before a migration: the world this checkout made is brought
+    down to that commit's newest revision (its rows kept), as that commit's `digest send`
+    requires. The older commit here: this checkout's revisions but the last."""
+    versions = sorted(p for p in (Path(migrations.__file__).parent / "versions").glob("0*.py"))
+    older = tmp_path / "older"
+    (older / "digest" / "migrations" / "versions").mkdir(parents=True)
+    for revision in versions[:-1]:
+        shutil.copy(revision, older / "digest" / "migrations" / "versions" / revision.name)
+    url = f"sqlite:///{tmp_path / 'world.db'}"
+    db = Database(url)
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO paper (title_key, title, abstract, authors, categories, source, first_seen) "
+                                   "VALUES ('a paper', 'A paper', 'We propose a paper.', '[]', '[]', 'test', '2026-11-01 00:00:00')"))
+    db.dispose()
+    Checkout("older", "0" * 40, older).adopt(url)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        assert migrations.current(connection) == versions[-2].name.split("_")[0]
+        assert connection.execute(sa.text("SELECT title FROM paper")).scalars().all() == ["A paper"]
+    engine.dispose()
+    Checkout("f1f4b40", "0" * 40, tmp_path / "no-migrations").adopt(url)  # before migrations: nothing to do
