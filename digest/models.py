@@ -71,6 +71,10 @@ class Paper(SQLModel, table=True):
     #: When this service first met the paper; it never moves, so a paper is "new" once.
     first_seen: dt.datetime = _utc(default_factory=utcnow, index=True)
     popularity: float | None = None
+    #: The abstract's one-sentence TL;DR (`tldr`), worked out when the abstract is stored, not
+    #: again by every run that shows the paper; None for a paper stored before it was (worked
+    #: out when shown).
+    tldr: str | None = None
 
 
 class Subscriber(SQLModel, table=True):

@@ -10,6 +10,7 @@ from sqlmodel import func, select
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
 from digest.ingest.records import parse_arxiv_id, title_key
+from digest.mail.view import paper_fields
 from digest.models import Paper
 
 from .conftest import ROOT, Workdir, both_databases, shared
@@ -128,6 +129,26 @@ def test_the_same_paper_met_again_is_one_row_and_stays_first_seen(workdir: Workd
     assert papers["2604.00001"].first_seen == seen["dense retrievers"]
     third = ingest_source(db, str(day2))
     assert (third.new, third.updated, third.unchanged) == (0, 0, 2)
+
+
+@both_databases
+def test_the_tldr_is_stored_with_the_abstract_and_follows_a_new_version(workdir: Workdir, tmp_path: Path) -> None:
+    """A paper's TL;DR is worked out once, when its abstract is stored (not by every run that
+    shows it); a new version with another abstract gets a new one; a paper stored before the
+    column existed (NULL) still shows one."""
+    db = workdir.db()
+    v1 = "Sorting is everywhere. We propose Quicksort Nine, a sort that is fast. It wins on ten benchmarks."
+    v2 = "Sorting is everywhere. We introduce Quicksort Ten, a sort that is faster still. It wins on twenty benchmarks."
+    for version, abstract in ((1, v1), (2, v2)):
+        feed = tmp_path / f"v{version}.jsonl"
+        feed.write_text(json.dumps({"id": f"2604.00009v{version}", "title": "Quicksort Nine", "abstract": abstract}) + "\n")
+        ingest_source(db, str(feed))
+        with db.session() as session:
+            paper = session.exec(select(Paper)).one()
+        assert paper.tldr == f"We {'propose Quicksort Nine, a sort that is fast' if version == 1 else 'introduce Quicksort Ten, a sort that is faster still'}."
+        assert paper_fields(paper)["tldr"] == paper.tldr
+    paper.tldr = None  # as stored before migration 0005
+    assert paper_fields(paper)["tldr"] == "We introduce Quicksort Ten, a sort that is faster still."
 
 
 def test_a_source_that_cannot_be_read_writes_nothing_and_others_still_run(workdir: Workdir, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from digest.mail.tldr import MAX_CHARS, sentences, tldr
+from digest.tldr import MAX_CHARS, sentences, tldr
 
 from .conftest import shared
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from ..db import chunks
 from ..models import Paper
+from ..tldr import tldr
 from .records import PaperRecord
 
 
@@ -109,6 +110,7 @@ def _fields(record: PaperRecord) -> dict:
         "url": record.url,
         "pdf_url": record.pdf_url,
         "popularity": record.popularity,
+        "tldr": tldr(record.abstract),
     }
 
 
@@ -127,6 +129,7 @@ def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
             changes["title_key"] = record.title_key
         if record.abstract and record.abstract != paper.abstract:
             changes["abstract"] = record.abstract
+            changes["tldr"] = tldr(record.abstract)
         for name in ("authors", "categories"):
             if getattr(record, name) and getattr(record, name) != getattr(paper, name):
                 changes[name] = getattr(record, name)

@@ -209,8 +209,8 @@ class WorkerPool:
 
     def _serve(self) -> None:
         """A worker: ranks plans and makes messages until told to stop. What each paper shows
-        (its TL;DR above all, some 0.4 ms a paper) is worked out the first time one of this
-        worker's messages needs it, and kept (`PaperViews`)."""
+        is worked out the first time one of this worker's messages needs it, and kept
+        (`PaperViews`)."""
         for number, kind, task in iter(self._tasks.get, None):
             if kind == "rank":
                 try:
