@@ -75,6 +75,10 @@ class Paper(SQLModel, table=True):
     #: again by every run that shows the paper; None for a paper stored before it was (worked
     #: out when shown).
     tldr: str | None = None
+    #: The paper's words as the text model reads them (`textmodel.stored_tokens`), worked out when
+    #: its text is stored: every daily run and nightly retrain fits a text model on the recent
+    #: corpus. None (stored before) or of another tokenizer: worked out when needed.
+    terms: str | None = None
 
 
 class Subscriber(SQLModel, table=True):

@@ -16,6 +16,7 @@ its idf), and they tell whether a paper contains a multi-word interest as a phra
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -69,6 +70,30 @@ def _tokens(tokens: list[str]) -> list[str]:
     return tokens
 
 
+#: A paper's tokens as ingest stores them (`Paper.terms`): this mark, then the tokens separated by
+#: spaces. A change of `StemmingTokenizer` (its pattern, stop words or stemmer) must change the
+#: mark, so that tokens stored by the old one are worked out again rather than read.
+TOKENS_MARK = "t1 "
+_TOKENIZER = StemmingTokenizer()
+
+
+def stored_tokens(title: str, abstract: str, authors: Iterable[str] = ()) -> str:
+    """The paper's tokens (of `paper_text`) as ingest stores them: a daily run and the nightly
+    retrain fit their text model on the recent corpus every time, and tokenizing it was most of
+    that fit (about 1 s for 6,400 papers; a token never holds a space, so they split back as they were)."""
+    return TOKENS_MARK + " ".join(_TOKENIZER(paper_text(title, abstract, authors)))
+
+
+def paper_tokens(stored: str | None, title: str, abstract: str, authors: Iterable[str] = (), tokenizer: StemmingTokenizer | None = None) -> list[str]:
+    """A paper's tokens: read from what ingest stored (`stored_tokens`) where it was stored by
+    this tokenizer, else worked out now (a paper stored before, or by another tokenizer)."""
+    if stored is not None and stored.startswith(TOKENS_MARK):
+        # Interned, as the tokenizer's cache shares them: a corpus holds each word many times
+        # (6,400 papers split apart without it: 50 MB more at the peak of a run).
+        return list(map(sys.intern, stored[len(TOKENS_MARK) :].split()))
+    return (tokenizer or _TOKENIZER)(paper_text(title, abstract, authors))
+
+
 def word_pairs(tokens: Sequence[str]) -> list[str]:
     """Adjacent pairs of a token list: stop words are gone already, so "mixture of experts" gives "mixtur expert"."""
     return [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
@@ -106,8 +131,13 @@ class TextModel(TransformerMixin, BaseEstimator):
 
     def fit_counts(self, texts: Iterable[str], keep: Iterable[str] = ()) -> sparse.csr_matrix:
         """Fit on `texts` and return their counts (the corpus is tokenized once)."""
-        self.tokenizer_ = StemmingTokenizer()
-        docs = [self.tokenizer_(t) for t in texts]
+        tokenizer = StemmingTokenizer()
+        return self.fit_tokens([tokenizer(t) for t in texts], keep, tokenizer)
+
+    def fit_tokens(self, docs: Sequence[list[str]], keep: Iterable[str] = (), tokenizer: StemmingTokenizer | None = None) -> sparse.csr_matrix:
+        """Fit on texts already tokenized by `StemmingTokenizer` (`paper_tokens`) and return their
+        counts; `keep`: phrases (as written) whose words and pairs stay columns however rare."""
+        self.tokenizer_ = tokenizer or StemmingTokenizer()
         keep_docs = [self.tokenizer_(p) for p in keep]
         counter = CountVectorizer(analyzer=_tokens, dtype=np.float32)
         if any(docs):
@@ -197,13 +227,15 @@ class TextModel(TransformerMixin, BaseEstimator):
     def transform(self, texts: Iterable[str]) -> sparse.csr_matrix:
         return self.queries(self.counts(texts))
 
-    def near(self, texts: Iterable[str], phrases: Iterable[str] | None = None) -> sparse.csr_matrix:
+    def near(self, texts: Iterable[str] | None, phrases: Iterable[str] | None = None, tokens: Iterable[Sequence[str]] | None = None) -> sparse.csr_matrix:
         """Which pairs of the `phrases`' words (None: of any words; slower) each text holds close
         together (`NEAR`), hashed into `pair_buckets` columns (1 where present): how
         `PhraseWeights.coverage` tells a phrase, or a close variant of it, from its words
-        scattered over an abstract."""
+        scattered over an abstract. `tokens`: the texts already tokenized, instead of `texts`."""
         wanted = None if phrases is None else frozenset(w for phrase in phrases for w in self.tokenizer_(phrase))
-        docs = [near_pairs(self.tokenizer_(text), wanted) for text in texts]
+        if tokens is None:
+            tokens = (self.tokenizer_(text) for text in texts)
+        docs = [near_pairs(doc, wanted) for doc in tokens]
         hasher = HashingVectorizer(analyzer=_tokens, n_features=self.pair_buckets, alternate_sign=False, norm=None, binary=True, dtype=np.float32)
         return hasher.transform(docs).tocsr() if docs else sparse.csr_matrix((0, self.pair_buckets), dtype=np.float32)
 

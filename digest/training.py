@@ -36,7 +36,7 @@ from .feedback import Evidence, gather_evidence
 from .models import SubscriberModel, utcnow
 from .ranking.readers import History
 from .ranking.store import MODEL_VERSION, recent_corpus
-from .textmodel import TextModel, paper_text
+from .textmodel import StemmingTokenizer, TextModel, paper_tokens
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ def corpus_features(db: Database, config: RankingConfig, now: dt.datetime, paper
     """A text model fitted on the last `fit_days` of papers and `papers`, and their vectors."""
     corpus = recent_corpus(db, now - dt.timedelta(days=config.fit_days), now, papers)
     model = TextModel()
-    counts = model.fit_counts(paper_text(p.title, p.abstract, p.authors) for p in corpus)
+    tokenizer = StemmingTokenizer()
+    counts = model.fit_tokens([paper_tokens(p.terms, p.title, p.abstract, p.authors, tokenizer) for p in corpus], tokenizer=tokenizer)
     return PaperFeatures.build(model, [p.id for p in corpus], counts)
 
 

@@ -12,6 +12,7 @@ from digest.ingest.readers import read
 from digest.ingest.records import parse_arxiv_id, title_key
 from digest.mail.view import paper_fields
 from digest.models import Paper
+from digest.textmodel import TOKENS_MARK, StemmingTokenizer, TextModel, paper_text, paper_tokens
 
 from .conftest import ROOT, Workdir, both_databases, shared
 
@@ -149,6 +150,33 @@ def test_the_tldr_is_stored_with_the_abstract_and_follows_a_new_version(workdir:
         assert paper_fields(paper)["tldr"] == paper.tldr
     paper.tldr = None  # as stored before migration 0005
     assert paper_fields(paper)["tldr"] == "We introduce Quicksort Ten, a sort that is faster still."
+
+
+def test_the_words_are_stored_with_the_text_and_read_back_as_the_tokenizer_gives_them(workdir: Workdir, tmp_path: Path) -> None:
+    """What a text model reads of a paper is worked out at ingest and stored: read back, it is
+    what the tokenizer gives (so a model fitted on it is the one fitted on the texts); a new
+    version's text replaces it; words stored by another tokenizer (another mark) are not read."""
+    db = workdir.db()
+    papers = [("Mixture of Experts Routing", "We propose sparse routers for mixtures of experts. Tokens go to 2 experts.", ["A. Author"]),
+              ("Language Models of Proteins", "Protein language models learn folding. We study their scaling laws.", ["B. Writer", "A. Author"])]
+    feed = tmp_path / "v1.jsonl"
+    feed.write_text("".join(json.dumps({"id": f"2604.0001{n}v1", "title": t, "abstract": a, "authors": au}) + "\n" for n, (t, a, au) in enumerate(papers)))
+    ingest_source(db, str(feed))
+    tokenizer = StemmingTokenizer()
+    with db.session() as session:
+        stored = session.exec(select(Paper).order_by(Paper.id)).all()
+    tokens = [paper_tokens(p.terms, p.title, p.abstract, p.authors) for p in stored]
+    assert all(p.terms.startswith(TOKENS_MARK) for p in stored)
+    assert tokens == [tokenizer(paper_text(*paper)) for paper in papers] and "expert" in tokens[0]
+    from_texts, from_tokens = TextModel(), TextModel()
+    assert (from_texts.fit_counts(paper_text(*paper) for paper in papers) != from_tokens.fit_tokens(tokens)).nnz == 0
+    assert from_texts.vocabulary_ == from_tokens.vocabulary_
+    feed.write_text(json.dumps({"id": "2604.00010v2", "title": papers[0][0], "abstract": "We propose dense routers.", "authors": papers[0][2]}) + "\n")
+    ingest_source(db, str(feed))
+    with db.session() as session:
+        paper = session.exec(select(Paper).order_by(Paper.id)).first()
+    assert paper_tokens(paper.terms, paper.title, paper.abstract, paper.authors) == tokenizer(paper_text(papers[0][0], "We propose dense routers.", papers[0][2]))
+    assert paper_tokens("t0 stale words", paper.title, paper.abstract, paper.authors) == tokenizer(paper_text(paper.title, paper.abstract, paper.authors))
 
 
 def test_a_source_that_cannot_be_read_writes_nothing_and_others_still_run(workdir: Workdir, tmp_path: Path) -> None:

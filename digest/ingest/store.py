@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from ..db import chunks
 from ..models import Paper
+from ..textmodel import stored_tokens
 from ..tldr import tldr
 from .records import PaperRecord
 
@@ -111,6 +112,7 @@ def _fields(record: PaperRecord) -> dict:
         "pdf_url": record.pdf_url,
         "popularity": record.popularity,
         "tldr": tldr(record.abstract),
+        "terms": stored_tokens(record.title, record.abstract, record.authors),
     }
 
 
@@ -144,6 +146,8 @@ def _update(paper: Paper | SimpleNamespace, record: PaperRecord) -> bool:
             changes[name] = getattr(record, name)
     if record.popularity is not None and record.popularity != paper.popularity:
         changes["popularity"] = record.popularity
+    if changes.keys() & {"title", "abstract", "authors"}:
+        changes["terms"] = stored_tokens(*(changes.get(name, getattr(paper, name)) for name in ("title", "abstract", "authors")))
     for name, value in changes.items():
         setattr(paper, name, value)
     return bool(changes)

@@ -95,10 +95,11 @@ class Candidates:
     def build(
         cls, model: TextModel, ids: Sequence[int], counts: sparse.csr_matrix, authors: Sequence[Sequence[str]], categories: Sequence[Sequence[str]],
         embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None, phrases: Iterable[str] | None = None,
+        tokens: Sequence[Sequence[str]] | None = None,
     ) -> "Candidates":
-        """`texts`: where given, a phrase's words count as together when close (`TextModel.near`;
-        `phrases`, the readers' interests and avoids, limit the work to their words), else only
-        as written."""
+        """`texts` (or the same `tokens`, tokenized): where given, a phrase's words count as
+        together when close (`TextModel.near`; `phrases`, the readers' interests and avoids, limit
+        the work to their words), else only as written."""
         present = counts.copy()
         present.data[:] = 1
         author_index: dict[str, set[int]] = {}
@@ -114,7 +115,7 @@ class Candidates:
             for cat in cats:
                 category_index.setdefault(cat, set()).add(row)
         docs = model.bm25(counts)
-        near = model.near(texts, phrases) if texts is not None else None
+        near = model.near(texts, phrases, tokens) if texts is not None or tokens is not None else None
         return cls(
             np.asarray(ids), docs, model.word_part(model.queries(counts)), present.tocsr(), model.typicality(docs),
             [list(a) for a in authors], [list(c) for c in categories], author_index, category_index, embeddings, near,

@@ -32,7 +32,7 @@ from ..ranking.ranker import Ranker
 from ..ranking.readers import History, Interests, Ranked, Reader
 from ..ranking.store import load_histories, model_papers, recent_corpus
 from ..schedule import local_date, local_instant
-from ..textmodel import TextModel, paper_text
+from ..textmodel import StemmingTokenizer, TextModel, paper_tokens
 
 log = logging.getLogger(__name__)
 
@@ -246,14 +246,16 @@ class Selector:
                     self._sent.setdefault(subscriber_id, set()).add(paper_id)
         phrases = self._phrases(plans)
         self.model = TextModel()
-        counts = self.model.fit_counts((paper_text(p.title, p.abstract, p.authors) for p in corpus), keep=phrases)
+        tokenizer = StemmingTokenizer()  # for the papers whose tokens were not stored at ingest
+        tokens = [paper_tokens(p.terms, p.title, p.abstract, p.authors, tokenizer) for p in corpus]
+        counts = self.model.fit_tokens(tokens, keep=phrases, tokenizer=tokenizer)
         row = {p.id: i for i, p in enumerate(corpus)}
         example_ids = sorted(p for p in history_ids if p in row)
         recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
         vectors = self._embeddings(corpus, fresh, [row[p] for p in example_ids], recent, phrases)
         self.candidates = Candidates.build(
             self.model, [p.id for p in self.papers], counts[fresh], [p.authors for p in self.papers], [p.categories for p in self.papers],
-            vectors[fresh] if vectors is not None else None, texts=[paper_text(p.title, p.abstract, p.authors) for p in self.papers], phrases=phrases,
+            vectors[fresh] if vectors is not None else None, tokens=[tokens[i] for i in fresh], phrases=phrases,
         )
         examples = Examples.build(self.model, [(p, corpus[row[p]].title) for p in example_ids], counts[[row[p] for p in example_ids]],
                                   vectors[[row[p] for p in example_ids]] if vectors is not None else None)
