@@ -134,6 +134,14 @@ class TextModel(TransformerMixin, BaseEstimator):
         tokenizer = StemmingTokenizer()
         return self.fit_tokens([tokenizer(t) for t in texts], keep, tokenizer)
 
+    def fit_papers(self, papers: Iterable, keep: Iterable[str] = ()) -> tuple[sparse.csr_matrix, list[list[str]]]:
+        """Fit on papers (with `terms`, `title`, `abstract` and `authors`, as `models.Paper`): the
+        words ingest stored of each where it did (`paper_tokens`), else tokenized now by the
+        model's own tokenizer. Their counts, and their tokens (for `near`)."""
+        tokenizer = StemmingTokenizer()
+        tokens = [paper_tokens(p.terms, p.title, p.abstract, p.authors, tokenizer) for p in papers]
+        return self.fit_tokens(tokens, keep, tokenizer), tokens
+
     def fit_tokens(self, docs: Sequence[list[str]], keep: Iterable[str] = (), tokenizer: StemmingTokenizer | None = None) -> sparse.csr_matrix:
         """Fit on texts already tokenized by `StemmingTokenizer` (`paper_tokens`) and return their
         counts; `keep`: phrases (as written) whose words and pairs stay columns however rare."""

@@ -36,7 +36,7 @@ from .feedback import Evidence, gather_evidence
 from .models import SubscriberModel, utcnow
 from .ranking.readers import History
 from .ranking.store import MODEL_VERSION, recent_corpus
-from .textmodel import StemmingTokenizer, TextModel, paper_tokens
+from .textmodel import TextModel
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ def corpus_features(db: Database, config: RankingConfig, now: dt.datetime, paper
     """A text model fitted on the last `fit_days` of papers and `papers`, and their vectors."""
     corpus = recent_corpus(db, now - dt.timedelta(days=config.fit_days), now, papers)
     model = TextModel()
-    tokenizer = StemmingTokenizer()
-    counts = model.fit_tokens([paper_tokens(p.terms, p.title, p.abstract, p.authors, tokenizer) for p in corpus], tokenizer=tokenizer)
+    counts, _ = model.fit_papers(corpus)
     return PaperFeatures.build(model, [p.id for p in corpus], counts)
 
 

@@ -32,7 +32,7 @@ from ..ranking.ranker import Ranker
 from ..ranking.readers import History, Interests, Ranked, Reader
 from ..ranking.store import load_histories, model_papers, recent_corpus
 from ..schedule import local_date, local_instant
-from ..textmodel import StemmingTokenizer, TextModel, paper_tokens
+from ..textmodel import TextModel
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,7 @@ class Selector:
                     self._sent.setdefault(subscriber_id, set()).add(paper_id)
         phrases = self._phrases(plans)
         self.model = TextModel()
-        tokenizer = StemmingTokenizer()  # for the papers whose tokens were not stored at ingest
-        tokens = [paper_tokens(p.terms, p.title, p.abstract, p.authors, tokenizer) for p in corpus]
-        counts = self.model.fit_tokens(tokens, keep=phrases, tokenizer=tokenizer)
+        counts, tokens = self.model.fit_papers(corpus, keep=phrases)
         row = {p.id: i for i, p in enumerate(corpus)}
         example_ids = sorted(p for p in history_ids if p in row)
         recent = sorted((i for i, p in enumerate(corpus) if p.first_seen >= fit_since), key=lambda i: corpus[i].first_seen)[-cfg.prf_pool :] if cfg.prf_pool else []
