@@ -149,16 +149,17 @@ class Ledger:
             }
             for s in selections
         ]
+        reasons = [[ranked.reason for ranked in s.ranked] for s in selections]
         with self.db.transaction() as session:
             ids = _insert_new_digests(session, rows)
             item_rows = [
-                {"digest_id": ids[s.subscriber.id], "paper_id": paper.id, "rank": rank, "score": ranked.score, "reason": ranked.reason}
-                for s in selections if s.subscriber.id in ids
-                for rank, (ranked, paper) in enumerate(zip(s.ranked, s.papers), start=1)
+                (ids[s.subscriber.id], paper.id, rank, ranked.score, reason)
+                for s, said in zip(selections, reasons) if s.subscriber.id in ids
+                for rank, (ranked, paper, reason) in enumerate(zip(s.ranked, s.papers, said), start=1)
             ]
             item_ids = _insert_items(session, item_rows, list(ids.values()))
         claims: list[tuple[int, tuple[LetterItem, ...]] | None] = []
-        for selection, row in zip(selections, rows):
+        for selection, row, said in zip(selections, rows, reasons):
             digest_id = ids.get(selection.subscriber.id)
             if digest_id is None:
                 log.info("digest of %s for %s was claimed by another run", selection.subscriber.email, selection.local_date)
@@ -166,7 +167,7 @@ class Ledger:
                 continue
             if not selection.ranked:
                 log.info("no digest for %s on %s: %s", selection.subscriber.email, selection.local_date, row["reason"])
-            items = tuple(LetterItem(item_ids[(digest_id, rank)], rank, ranked.reason) for rank, ranked in enumerate(selection.ranked, start=1))
+            items = tuple(LetterItem(item_ids[(digest_id, rank)], rank, reason) for rank, reason in enumerate(said, start=1))
             claims.append((digest_id, items))
         return claims
 
@@ -252,31 +253,46 @@ def interrupted(digest: Digest, now: dt.datetime, in_flight: Collection[int], go
     return digest.sending_since is None or now - digest.sending_since > SENDING_LEASE
 
 
-def _insert_items(session: Session, rows: list[dict], digest_ids: list[int]) -> dict[tuple[int, int], int]:
-    """Insert the items `rows` (of the new digests `digest_ids`): {(digest id, rank): item id}.
+def _insert_items(session: Session, rows: list[tuple], digest_ids: list[int]) -> dict[tuple[int, int], int]:
+    """Insert the items `rows` of the new digests `digest_ids`, each (digest id, paper id, rank,
+    score, reason): {(digest id, rank): item id}.
 
     On PostgreSQL through psycopg 3 (the `postgres` extra) the ids are drawn from the table's
     sequence in one query and the rows go in by COPY, the server's bulk load (one sender, 20,000
     subscribers, ten items a digest: its claims took 12.4 s of wall time with an executemany of
-    one INSERT a row and the ids read back after, 7.8 s this way). Elsewhere, another driver named
-    in the URL included, the rows are inserted without RETURNING (the driver's executemany of one
-    short statement: with RETURNING, SQLAlchemy would write a statement of a thousand rows'
-    values at a time) and their ids read back."""
+    one INSERT a row and the ids read back after, 7.8 s this way). On SQLite the rows go to the
+    driver's executemany as they are, and the ids are read back through it too: SQLAlchemy's
+    executemany of the same INSERT turns every row into a dict of bound parameters and back (at
+    10,000 subscribers, 100,000 items: most of the claims' 3 CPU s). Elsewhere, another driver
+    named in the URL included, SQLAlchemy inserts them without RETURNING (with it, it would
+    write a statement of a thousand rows' values at a time) and their ids are read back."""
     if not rows:
         return {}
     table = DigestItem.__table__
     connection = session.connection()
     columns = ("digest_id", "paper_id", "rank", "score", "reason")
-    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":  # COPY as psycopg 3 offers it
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":  # COPY as psycopg 3 offers it
         sequence = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
         item_ids = connection.execute(sequence, {"table": table.name, "n": len(rows)}).scalars().all()
         with connection.connection.driver_connection.cursor() as cursor:
             with cursor.copy(f"COPY {table.name} (id, {', '.join(columns)}) FROM STDIN") as copy:
                 for item_id, row in zip(item_ids, rows):
-                    copy.write_row((item_id, *(row[c] for c in columns)))
-        return {(row["digest_id"], row["rank"]): item_id for item_id, row in zip(item_ids, rows)}
-    connection.execute(insert(table), rows)
+                    copy.write_row((item_id, *row))
+        return {(row[0], row[2]): item_id for item_id, row in zip(item_ids, rows)}
     found = {}
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":  # the same transaction's connection
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+            for part in chunks(digest_ids):
+                cursor.execute(f"SELECT id, digest_id, rank FROM {table.name} WHERE digest_id IN ({', '.join('?' * len(part))})", part)
+                for item_id, digest_id, rank in cursor:
+                    found[(digest_id, rank)] = item_id
+        finally:
+            cursor.close()
+        return found
+    connection.execute(insert(table), [dict(zip(columns, row)) for row in rows])
     for part in chunks(digest_ids):
         for item_id, digest_id, rank in connection.execute(select(table.c.id, table.c.digest_id, table.c.rank).where(table.c.digest_id.in_(part))):
             found[(digest_id, rank)] = item_id
