@@ -261,12 +261,11 @@ def _insert_items(session: Session, rows: list[tuple], digest_ids: list[int]) ->
     sequence in one query and the rows go in by COPY, the server's bulk load (one sender, 20,000
     subscribers, ten items a digest: its claims took 12.4 s of wall time with an executemany of
     one INSERT a row and the ids read back after, 7.8 s this way). On SQLite the rows go to the
-    driver's executemany as they are, and the ids are read back through it too: SQLAlchemy's
-    executemany of the same INSERT turns every row into a dict of bound parameters and back (at
-    10,000 subscribers, 100,000 items: the claims took 5.0-5.3 CPU s that way, 3.8-4.0 this
-    way). Elsewhere, another driver named in the URL included, SQLAlchemy inserts them without
-    RETURNING (with it, it would write a statement of a thousand rows' values at a time) and
-    their ids are read back."""
+    driver's executemany as they are: SQLAlchemy's executemany of the same INSERT turns every row
+    into a dict of bound parameters and back (at 10,000 subscribers, 100,000 items: the claims
+    took 5.0-5.3 CPU s that way, 3.8-4.0 this way). Elsewhere, another driver named in the URL
+    included, SQLAlchemy inserts them without RETURNING (with it, it would write a statement of a
+    thousand rows' values at a time). Except with COPY, the ids are read back after."""
     if not rows:
         return {}
     table = DigestItem.__table__
@@ -281,19 +280,11 @@ def _insert_items(session: Session, rows: list[tuple], digest_ids: list[int]) ->
                 for item_id, row in zip(item_ids, rows):
                     copy.write_row((item_id, *row))
         return {(row[0], row[2]): item_id for item_id, row in zip(item_ids, rows)}
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":  # the driver's own placeholders
+        connection.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+    else:
+        connection.execute(insert(table), [dict(zip(columns, row)) for row in rows])
     found = {}
-    if dialect.name == "sqlite" and dialect.driver == "pysqlite":  # the same transaction's connection
-        cursor = connection.connection.driver_connection.cursor()
-        try:
-            cursor.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
-            for part in chunks(digest_ids):
-                cursor.execute(f"SELECT id, digest_id, rank FROM {table.name} WHERE digest_id IN ({', '.join('?' * len(part))})", part)
-                for item_id, digest_id, rank in cursor:
-                    found[(digest_id, rank)] = item_id
-        finally:
-            cursor.close()
-        return found
-    connection.execute(insert(table), [dict(zip(columns, row)) for row in rows])
     for part in chunks(digest_ids):
         for item_id, digest_id, rank in connection.execute(select(table.c.id, table.c.digest_id, table.c.rank).where(table.c.digest_id.in_(part))):
             found[(digest_id, rank)] = item_id
