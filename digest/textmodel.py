@@ -28,6 +28,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from .matrices import dense_product
+
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 #: Below this many papers, `TextModel` keeps words and pairs met only once.
@@ -366,8 +368,8 @@ class PhraseWeights:
         phrases' words close together."""
         if self.words.shape[1] == 0:
             return np.zeros((present.shape[0], 0), np.float32)
-        words = (present @ self.words).toarray() / np.maximum(self.word_totals, 1e-9)[None, :]
-        held = (near @ self.near) if near is not None and self.near is not None else (present @ self.pairs)
-        pairs = held.toarray() / np.maximum(self.pair_totals, 1e-9)[None, :]
+        words = dense_product(present, self.words) / np.maximum(self.word_totals, 1e-9)[None, :]
+        held = dense_product(near, self.near) if near is not None and self.near is not None else dense_product(present, self.pairs)
+        pairs = held / np.maximum(self.pair_totals, 1e-9)[None, :]
         has_pairs = self.pair_totals > 0
         return np.where(has_pairs[None, :], (1 - PAIR_SHARE) * words + PAIR_SHARE * pairs, words).astype(np.float32)

@@ -15,13 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import sparse
 
+from digest import matrices
 from digest.config import RankingConfig, load_config
 from digest.ingest import ingest_source
 from digest.ingest.readers import read
 from digest.mail.compose import Composer, compose
 from digest.mail.render import DigestView, ItemView, RenderedDigest, Renderer
 from digest.mail.transports import OutboxTransport, SMTPTransport
+from digest.matrices import dense_product
 from digest.profiles import sync_profiles
 from digest.ranking import papers as ranking_papers
 from digest.ranking.community import Community
@@ -81,6 +84,24 @@ def test_batched_ranking_is_the_ranking_of_each_reader_alone(monkeypatch: pytest
     assert plain_candidates.similarity() is None
     assert rows(fast) == rows(slow)
     assert sum(len(r) for r in fast) > 100 and any("you opened" in r.reason for rs in fast for r in rs)
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_a_dense_product_is_the_sparse_product_made_dense(index: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    a = sparse.random(300, 5000, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    b = sparse.random(5000, 400, density=0.02, format="csr", dtype=np.float32, random_state=rng)
+    a.data[a.indptr[3] : a.indptr[4]] = 0  # an empty row
+    a.eliminate_zeros()
+    a.indices, a.indptr = a.indices.astype(index), a.indptr.astype(index)
+    assert matrices._sparsetools is not None  # SciPy's kernel, not the fallback, is what is checked
+    for left, right in [(a, b), (a, b.tocsc()), (a.astype(np.float64), b), (a[:0], b), (b.T, a.T)]:
+        fast = dense_product(left, right)
+        assert fast.dtype == (left @ right).dtype and np.array_equal(fast, (left @ right).toarray())
+    assert np.count_nonzero(dense_product(a, b)) > 1000
+    # Above the bound, the public product
+    monkeypatch.setattr(matrices, "MAX_ENTRIES", 10)
+    assert np.array_equal(dense_product(a, b), (a @ b).toarray())
 
 
 def test_the_opened_paper_named_in_a_reason_is_the_most_like_the_item() -> None:

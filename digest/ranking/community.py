@@ -8,6 +8,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.preprocessing import normalize
 
+from ..matrices import dense_product
 from .readers import Reader
 
 
@@ -59,5 +60,5 @@ class Community:
             top_cols.extend(others.tolist())
             top_vals.extend(sims.tolist())
         weights = sparse.csr_matrix((np.array(top_vals, np.float32), (top_rows, top_cols)), shape=(len(readers), self.matrix.shape[0]))
-        result[:, wanted] = (weights @ self.matrix[:, columns[wanted]]).toarray()
+        result[:, wanted] = dense_product(weights, self.matrix[:, columns[wanted]])
         return result

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from ..matrices import dense_product
 from ..textmodel import TextModel
 
 #: Up to this many candidates their likeness to each other is held as one dense matrix (100 MB at 5,000).
@@ -236,6 +237,6 @@ class ProductRows:
         needed = np.unique(np.asarray(needed, np.int64))
         todo = needed[~self.done[needed]]
         if todo.size:
-            self.matrix[todo] = (self.left[todo] @ self.right).toarray()
+            self.matrix[todo] = dense_product(self.left[todo], self.right)
             self.done[todo] = True
         return self.matrix

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..config import RankingConfig
+from ..matrices import dense_product
 from ..textmodel import TextModel
 from .community import Community
 from .diversity import MMR_DEPTH, mmr, top_k
@@ -89,7 +90,7 @@ class Ranker:
         similarity = candidates.similarity() if cfg.diversity > 0 else None
         twins = candidates.twins(cfg.duplicate_similarity) if cfg.diversity > 0 else None
         if s.history_parts.likeness is not None and s.history_parts.likeness.nnz:
-            likeness = (candidates.vectors @ s.history_parts.likeness.T).toarray()  # candidates x readers
+            likeness = dense_product(candidates.vectors, s.history_parts.likeness.T)  # candidates x readers
         found = self._phrase_match(s.matches)  # candidates x the chunk's phrases
         said = said_about(cfg, self.examples, readers, s) if cfg.interest_quota else None
         eligible = self._eligible(readers, candidates, allowed, s, found, likeness) if require_match else self._allowed(readers, candidates, allowed)

@@ -14,6 +14,7 @@ from scipy import sparse
 from sklearn.preprocessing import normalize
 
 from ..config import RankingConfig
+from ..matrices import dense_product
 from ..textmodel import PhraseWeights, TextModel
 from .community import Community
 from .papers import Candidates, Examples, Pool
@@ -175,7 +176,7 @@ class Scorer:
         dense = self.phrase_embedder is not None and pool.embeddings is not None
         for start in range(0, len(todo), PRF_BATCH):
             part = todo[start : start + PRF_BATCH]
-            match = (self.model.queries(self.model.counts(part)) @ pool.docs_t()).toarray()
+            match = dense_product(self.model.queries(self.model.counts(part)), pool.docs_t())
             if dense:
                 meaning = np.asarray(self.phrase_embedder(part), np.float32) @ pool.embeddings.T
                 match = spread(match, None, shift=False) + cfg.semantic_weight * spread(meaning, None)
@@ -231,8 +232,8 @@ class Scorer:
         query = prune(query, MODEL_TERMS)
         weights = (learned + raw).tocsr()
         docs_t = candidates.docs_t()
-        scores = (query @ docs_t).toarray()
-        negative = (normalize(down @ examples.vectors) @ docs_t).toarray() if down.nnz else None
+        scores = dense_product(query, docs_t)
+        negative = dense_product(normalize(down @ examples.vectors), docs_t) if down.nnz else None
         down_mass = np.asarray(down.sum(axis=1)).ravel().astype(np.float32)
         likeness = normalize(prune(liked @ examples.words, INTEREST_TERMS)).tocsr()  # the centroid of what was opened: for matches and reasons
         meaning = None
@@ -261,7 +262,7 @@ class Scorer:
             expanded_words, expanded_meaning = self._expand(q, has_interests)
             interest_words = expanded_words
             interest_meaning = expanded_meaning if expanded_meaning is not None else interest_meaning
-        interest = spread((interest_words @ docs_t).toarray(), mask, shift=False)
+        interest = spread(dense_product(interest_words, docs_t), mask, shift=False)
         if semantic and interest_meaning is not None:
             interest += cfg.semantic_weight * spread(interest_meaning @ candidates.embeddings.T, mask)
         h = self._history(readers, candidates)
