@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from ..matrices import dense_product
+
 #: How many places at the top are diversified and shared out (a digest holds at most 50; its top is what is read).
 MMR_DEPTH = 20
 
@@ -52,7 +54,7 @@ def mmr(
     else:
         maybe = diversity > 0
     if maybe:
-        similar = similarity[np.ix_(pool, pool)] if similarity is not None else (vectors[pool] @ vectors[pool].T).toarray()
+        similar = similarity[np.ix_(pool, pool)] if similarity is not None else dense_product(vectors[pool], vectors[pool].T)
         twins = int((similar > duplicate).sum()) > len(pool)  # beyond the diagonal
     else:
         similar, twins = None, False

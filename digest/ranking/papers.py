@@ -137,7 +137,7 @@ class Candidates:
         if len(self) > DENSE_SIMILARITY_LIMIT:
             return None
         if self._similarity is None:
-            self._similarity = (self.vectors @ self.vectors.T).toarray().astype(np.float32)
+            self._similarity = dense_product(self.vectors, self.vectors.T).astype(np.float32)
         return self._similarity
 
     def twins(self, duplicate: float) -> dict[int, set[int]]:
