@@ -21,3 +21,18 @@ def test_no_module_over_500_lines_and_no_class_over_250(path: Path) -> None:
         if isinstance(node, ast.ClassDef):
             size = node.end_lineno - node.lineno + 1
             assert size <= 250, f"{path.name}: class {node.name} has {size} lines"
+
+
+def test_the_commands_that_never_rank_do_not_import_the_ranking_libraries() -> None:
+    """`digest web` (a long-running process), `profiles sync`, `init`, `status` and `db` load the
+    command line, the web app and the profiles, never scikit-learn (which pulls in scipy.stats)
+    nor the send: about 2 s and 90 MB a process (`digest web`: 190 -> 98 MB resident)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, digest.cli, digest.web, digest.profiles, digest.status, digest.config\n"
+        "print(' '.join(sorted(m for m in ('sklearn', 'scipy', 'digest.send.run', 'digest.ranking') if m in sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,11 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import AppConfig, load_config
 from ..db import Database
-from ..mail.render import Renderer
-from ..mail.transports import make_transport
-from ..send.run import DigestSender
 from ..settings import Settings, SettingsError
 from ..yamlfile import FileError
+
+if TYPE_CHECKING:
+    from ..send.run import DigestSender
 
 # Without a terminal (CI, pipes, make) tables get room instead of an 80-column wrap, and an
 # error or warning stays on one line, so that a log search for it finds it whatever its paths.
@@ -60,6 +61,13 @@ class App:
         return self._db
 
     def sender(self) -> DigestSender:
+        # Imported here, by the commands that send: the ranking's libraries (scikit-learn, which
+        # pulls in scipy.stats) take about 2 s and 90 MB to import, which `digest web`,
+        # `profiles sync`, `init`, `status` and `db` never need.
+        from ..mail.render import Renderer
+        from ..mail.transports import make_transport
+        from ..send.run import DigestSender
+
         try:
             return DigestSender(self.db, self.settings, self.config, Renderer(self.settings.templates_dir), make_transport(self.settings), workers=self.settings.workers)
         except SettingsError as exc:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from ..ingest import IngestResult, SourceSpec, ingest_sources
 from .app import BAD_INPUT, FAILED, OK, App, console, fail, parse_date, progress
+
+if TYPE_CHECKING:
+    from ..ingest import IngestResult
 
 
 @click.command()
@@ -45,6 +48,8 @@ def run_ingest(app: App, sources: tuple[str, ...], listed: dt.date | None = None
 
 
 def _ingest(app: App, sources: tuple[str, ...], listed: dt.date | None) -> list[IngestResult]:
+    from ..ingest import SourceSpec, ingest_sources  # imported by the commands that ingest (see `App.sender`)
+
     if sources:
         specs = [SourceSpec(s, listed=listed) for s in sources]
     else:

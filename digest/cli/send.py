@@ -12,7 +12,6 @@ import click
 from rich.table import Table
 
 from ..models import DigestStatus
-from ..send.preview import preview_digest
 from ..send.state import PROBLEMS, SendOptions, SendReport, Untouched
 from .app import BAD_INPUT, FAILED, OK, App, console, errors, fail, parse_date, progress
 from .ingest import print_ingest, run_ingest
@@ -26,6 +25,8 @@ from .profiles import run_sync
 @click.pass_obj
 def preview(app: App, email: str, date_text: str | None, out: Path | None) -> None:
     """Render EMAIL's digest without sending it."""
+    from ..send.preview import preview_digest  # imported by the commands that send (see `App.sender`)
+
     date = parse_date(date_text)
     sender = app.sender()
     subscribers = sender.subscribers(email)
