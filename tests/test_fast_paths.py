@@ -4,6 +4,7 @@ the same ranking, the same HTML, the same messages, each message delivered once.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import re
 import shutil
@@ -221,6 +222,14 @@ def test_worker_processes_rank_and_make_the_messages_one_process_makes(workdir: 
 
     real_rank = Selector.rank
     monkeypatch.setattr(Selector, "rank", rank_and_tell)
+    frozen: list[int] = []  # objects this process keeps out of the garbage collector's passes, at each delivery
+
+    def send_and_tell(self, message, key):
+        frozen.append(gc.get_freeze_count())
+        return real_send(self, message, key)
+
+    real_send = OutboxTransport.send
+    monkeypatch.setattr(OutboxTransport, "send", send_and_tell)
 
     def run(url: str, outbox: Path, workers: int) -> dict[str, bytes]:
         settings = workdir.settings(DIGEST_DATABASE_URL=url, DIGEST_OUTBOX=str(outbox))
@@ -237,7 +246,12 @@ def test_worker_processes_rank_and_make_the_messages_one_process_makes(workdir: 
     by_me = {p.name for p in makers.iterdir()}
     ranked_by_me = {p.name for p in rankers.iterdir()}
     assert {name.split("-")[0] for name in by_me | ranked_by_me} == {str(os.getpid())} and len(ranked_by_me) == 4
+    assert frozen == [0] * 4
+    frozen.clear()
     two = run(f"sqlite:///{database.with_name('copy.db')}", workdir.path / "two", workers=2)
+    # What the workers inherited stays frozen here while they live (the run's long-lived state is
+    # not walked by every full pass of the collector), and is let go with them.
+    assert len(frozen) == 4 and min(frozen) > 0 and gc.get_freeze_count() == 0
     by_workers = {p.name.split("-")[0] for p in makers.iterdir() if p.name not in by_me}
     assert by_workers and str(os.getpid()) not in by_workers  # the second run's messages were made in worker processes
     ranked_by_workers = [p.name for p in rankers.iterdir() if p.name not in ranked_by_me]
