@@ -32,6 +32,7 @@ from digest.ranking.community import Community
 from digest.ranking.papers import Candidates, Examples
 from digest.ranking.ranker import Ranker
 from digest.ranking.readers import History, Interests, Reader
+from digest.send import heap
 from digest.send import run as send_run
 from digest.send.select import Selector
 from digest.textmodel import TextModel, paper_text
@@ -223,9 +224,12 @@ def test_worker_processes_rank_and_make_the_messages_one_process_makes(workdir: 
     real_rank = Selector.rank
     monkeypatch.setattr(Selector, "rank", rank_and_tell)
     frozen: list[int] = []  # objects this process keeps out of the garbage collector's passes, at each delivery
+    young: set[int] = set()  # the collector's threshold for its youngest generation, at each delivery
+    threshold = gc.get_threshold()
 
     def send_and_tell(self, message, key):
         frozen.append(gc.get_freeze_count())
+        young.add(gc.get_threshold()[0])
         return real_send(self, message, key)
 
     real_send = OutboxTransport.send
@@ -252,6 +256,8 @@ def test_worker_processes_rank_and_make_the_messages_one_process_makes(workdir: 
     # What the workers inherited stays frozen here while they live (the run's long-lived state is
     # not walked by every full pass of the collector), and is let go with them.
     assert len(frozen) == 4 and min(frozen) > 0 and gc.get_freeze_count() == 0
+    # Both runs, with and without workers, let the collector pass less often, and only while they run.
+    assert young == {heap.YOUNG_THRESHOLD} and gc.get_threshold() == threshold
     by_workers = {p.name.split("-")[0] for p in makers.iterdir() if p.name not in by_me}
     assert by_workers and str(os.getpid()) not in by_workers  # the second run's messages were made in worker processes
     ranked_by_workers = [p.name for p in rankers.iterdir() if p.name not in ranked_by_me]

@@ -483,3 +483,13 @@ def test_heap_trim_gives_back_freed_memory_below_a_live_block() -> None:
     after = process.memory_info().rss
     assert before - after > 60 * 2**20, (before, after)
     assert len(keep) == 2000
+
+
+def test_a_run_collects_garbage_less_often_and_gives_the_setting_back_even_when_it_fails() -> None:
+    from digest.send import heap
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), heap.fewer_collections():
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *before[1:])
+        raise RuntimeError("the run failed")
+    assert gc.get_threshold() == before
